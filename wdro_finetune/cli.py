@@ -1,0 +1,207 @@
+"""Command-line interface: parse, build typed configs, call the public API, map user errors to exit 2.
+
+Every subcommand that runs a job accepts ``--config FILE`` (YAML or TOML); flags given on the
+command line override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import UserError
+
+PROG = "wdro-finetune"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2), no usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wdro-finetune`` console script."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _setup_logging(args.verbose)
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Fine-tune robust image classifiers with distributional robust "
+                     "training, evaluate them (AutoAttack, W-DRO attacks, invariance) and build leaderboards.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (add, func, help_text) in _COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text,
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add(cmd)
+        cmd.set_defaults(func=func)
+    return parser
+
+
+# ---------------------------------------------------------------- models
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default="all", choices=["all", "robustbench", "builtin", "timm", "plugin"])
+    p.add_argument("--dataset", default=None, help="mnist, cifar10, cifar100 or imagenet")
+    p.add_argument("--threat-model", default=None, help="Linf, L2 or corruptions (RobustBench names)")
+    p.add_argument("--pattern", default="", help="wildcard filter for timm names, e.g. 'resnet*'")
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from .config import parse_dataset, parse_threat_model
+    from .models import list_models
+
+    dataset = parse_dataset(args.dataset) if args.dataset else None
+    threat = parse_threat_model(args.threat_model) if args.threat_model else None
+    for entry in list_models(args.source, dataset, threat, args.pattern):
+        extra = " ".join(x for x in (entry.dataset, entry.threat_model) if x)
+        print(f"{entry.source}\t{entry.name}" + (f"\t{extra}" if extra else ""))
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default=None, help="model name: RobustBench name, builtin name, timm:<name>, "
+                   "package.module:factory or an installed plugin entry point" + (" (required)" if required else ""))
+    g.add_argument("--source", default=None, choices=["robustbench", "builtin", "timm", "plugin"],
+                   help="where the model comes from (inferred from the name if omitted)")
+    g.add_argument("--checkpoint", default=None, help="weights file (.safetensors or .pt) to load into the model")
+    g.add_argument("--trust-checkpoint", action="store_true", default=None,
+                   help="allow .pt checkpoints that contain arbitrary pickled objects (runs their code!)")
+    g.add_argument("--model-dir", default=None, help="RobustBench-layout model folder (default ./models)")
+    g.add_argument("--dataset", default=None, help="mnist, cifar10, cifar100 or imagenet")
+    g.add_argument("--threat-model", default=None, help="Linf or L2 (default Linf)")
+    g.add_argument("--eps", default=None, help="pointwise budget in [0,1] pixel units, e.g. 8/255 "
+                   "(default: 0.3 MNIST Linf, 8/255 CIFAR Linf, 0.5 L2)")
+    g.add_argument("--data-dir", default=None, help="folder with offline .npz files or torchvision downloads "
+                   "(also $WDRO_DATA_DIR)")
+    g.add_argument("--device", default=None, help="cpu or cuda[:i] (default cpu)")
+    g.add_argument("--seed", default=None, type=int, help="random seed (default 0)")
+    g.add_argument("--batch-size", default=None, type=int, help="examples per batch")
+    g.add_argument("--config", default=None, help="YAML or TOML file with any of these options")
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    from .evaluate.metric import METRICS
+    from .evaluate import runner  # noqa: F401  (registers metrics)
+
+    _add_model_args(p)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--n-examples", default=None, type=int, help="first N test examples (default 1000)")
+    g.add_argument("--metrics", default=None, help=f"comma-separated, from {', '.join(METRICS.names())} "
+                   "(default clean,autoattack)")
+    g.add_argument("--allow-lossy-test", action="store_true", default=None,
+                   help="CIFAR-10 offline with n > 1000: use the lossy JPEG copy of the test set")
+    g.add_argument("--records", default=None, help="records folder (default ./results)")
+    g.add_argument("--method", default=None, help=argparse.SUPPRESS)
+    for name in METRICS.names():
+        METRICS.get(name).add_arguments(p)
+
+
+def resolve_options(args: argparse.Namespace, exclude: tuple[str, ...] = ("func", "verbose", "command")) -> dict:
+    """Options from ``--config`` overridden by flags given on the command line (non-None)."""
+    from .config import load_config_file
+
+    options: dict[str, Any] = load_config_file(args.config) if getattr(args, "config", None) else {}
+    options.update({k: v for k, v in vars(args).items() if v is not None and k not in exclude + ("config",)})
+    return options
+
+
+def _option_names(add: Callable[[argparse.ArgumentParser], None]) -> set[str]:
+    """Destinations of a subcommand's flags (the keys a config file may set)."""
+    parser = _Parser(add_help=False)
+    add(parser)
+    return {a.dest for a in parser._actions}
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .config import check_known_keys
+    from .evaluate.runner import EvalConfig, evaluate, make_eval_config
+
+    options = resolve_options(args)
+    check_known_keys(options, _option_names(_add_evaluate) | set(EvalConfig.__dataclass_fields__), "evaluate options")
+    if not options.get("model") or not options.get("dataset"):
+        raise UserError("evaluate needs --model and --dataset (on the command line or in --config)")
+    config = make_eval_config(options)
+    result = evaluate(config, progress=sys.stderr.isatty())
+    print(_summary_line(result.record))
+    return 0
+
+
+def _summary_line(record: dict) -> str:
+    parts = [f"{record['model']} ({record['method']}) {record['dataset']} {record['threat_model']} "
+             f"eps={record['eps']:.4g} n={record['n_examples']}:"]
+    for name, val in record["metrics"].items():
+        ci = f" [{val['lo']:.1f}, {val['hi']:.1f}]" if val.get("lo") is not None else ""
+        parts.append(f"{name}={val['value']:.2f}{ci}")
+    return " ".join(parts) + f"  (record {record['record_id']})"
+
+
+# ---------------------------------------------------------------- leaderboard
+
+def _add_leaderboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records", default="results", help="records folder")
+    p.add_argument("--out", default="leaderboards", help="output folder for CSVs and README.md")
+
+
+def _run_leaderboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .results.leaderboard import build_leaderboards
+    from .results.records import RECORDS_FILE
+    from .utils.fileio import ensure_writable_dir
+
+    if not (Path(args.records) / RECORDS_FILE).is_file():
+        raise UserError(f"no records at {Path(args.records) / RECORDS_FILE}")
+    ensure_writable_dir(args.out)
+    for path in build_leaderboards(args.records, args.out):
+        print(path)
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="demo_output", help="folder for the demo's records and leaderboards")
+    p.add_argument("--n-examples", type=int, default=500, help="MNIST test examples to evaluate")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, n_examples=args.n_examples, progress=sys.stderr.isatty())
+    return 0
+
+
+_COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
+    "models": (_add_models, _run_models, "list model names by source"),
+    "evaluate": (_add_evaluate, _run_evaluate, "evaluate a model (clean, AutoAttack, ...) and append a record"),
+    "leaderboard": (_add_leaderboard, _run_leaderboard, "rebuild CSV leaderboards from records"),
+    "demo": (_add_demo, _run_demo, "offline demo on the bundled MNIST model"),
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

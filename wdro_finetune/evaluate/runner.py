@@ -1,0 +1,141 @@
+"""The evaluation runner: load a model and the test split, run the chosen metrics, write a record.
+
+Metrics are looked up in :data:`~wdro_finetune.evaluate.metric.METRICS`; adding one never touches
+this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import Dataset, ThreatModel, check_eps, default_eps, parse_dataset, parse_threat_model, to_jsonable
+from ..data.datasets import load_split
+from ..errors import UserError
+from ..models import LoadedModel, load_model
+from ..results.provenance import git_commit, package_versions, utc_now
+from ..results.records import append_record, save_per_example, stable_hash
+from ..utils.fileio import ensure_writable_dir
+from . import autoattack, clean  # noqa: F401  (register the built-in metrics)
+from .metric import METRICS, EvalContext, MetricOutput
+from .values import MetricValue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation. ``eps`` in pixel units of [0, 1]; ``metric_options`` per metric name."""
+
+    model: str
+    dataset: Dataset
+    threat_model: ThreatModel
+    eps: float
+    n_examples: int
+    metrics: tuple[str, ...] = ("clean", "autoattack")
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str | None = None
+    checkpoint: str | None = None
+    model_dir: str = "models"
+    data_dir: str | None = None
+    allow_lossy_test: bool = False
+    batch_size: int = 250
+    device: str = "cpu"
+    seed: int = 0
+    records: str = "results"
+    method: str = "pretrained"
+    training: dict[str, Any] | None = None  # hyper-parameters of the fine-tuning that made the model
+    trust_checkpoint: bool = False
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    record: dict
+    values: dict[str, MetricValue]
+
+
+def make_eval_config(options: dict[str, Any]) -> EvalConfig:
+    """Validate resolved options (CLI + config file) into an :class:`EvalConfig`."""
+    dataset = parse_dataset(options["dataset"])
+    threat = parse_threat_model(options.get("threat_model") or "Linf")
+    eps = options.get("eps")
+    eps = check_eps(float(eps), threat) if eps is not None else default_eps(dataset, threat)
+    names = tuple(m.strip() for m in str(options.get("metrics") or "clean,autoattack").split(",") if m.strip())
+    metric_options = {name: METRICS.get(name).options_from(options) for name in names}
+    n = int(options.get("n_examples") or 1000)
+    batch_size = int(options.get("batch_size") or 250)
+    if batch_size < 1:
+        raise UserError(f"batch size must be >= 1, got {batch_size}")
+    device = str(options.get("device") or "cpu")
+    _check_device(device)
+    return EvalConfig(model=str(options["model"]), dataset=dataset, threat_model=threat, eps=eps, n_examples=n,
+                      metrics=names, metric_options=metric_options, source=options.get("source"),
+                      checkpoint=options.get("checkpoint"), model_dir=str(options.get("model_dir") or "models"),
+                      data_dir=options.get("data_dir"), allow_lossy_test=bool(options.get("allow_lossy_test")),
+                      batch_size=batch_size, device=device, seed=int(options.get("seed") or 0),
+                      records=str(options.get("records") or "results"),
+                      method=str(options.get("method") or "pretrained"), training=options.get("training"),
+                      trust_checkpoint=bool(options.get("trust_checkpoint")))
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device} requested but CUDA is not available; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise UserError(f"unknown device {device!r}; use cpu or cuda[:i]")
+
+
+def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: bool = False) -> EvalResult:
+    """Run every metric of ``config`` and append one record to ``<records>/records.jsonl``."""
+    records_dir = ensure_writable_dir(config.records)
+    started, t0 = utc_now(), time.perf_counter()
+    metrics = [METRICS.get(name)(**config.metric_options.get(name, {})) for name in config.metrics]
+    loaded = model or load_model(config.model, config.dataset, config.threat_model, source=config.source,
+                                 checkpoint=config.checkpoint, model_dir=config.model_dir,
+                                 trust_checkpoint=config.trust_checkpoint)
+    data = load_split(config.dataset, "test", config.n_examples, data_dir=config.data_dir,
+                      allow_lossy_test=config.allow_lossy_test)
+    record = _record_head(config, loaded, data)
+    state_dir = records_dir / "partial" / record["record_id"]
+    ctx = EvalContext(model=loaded.module.to(config.device).eval(), data=data, dataset=config.dataset,
+                      threat_model=config.threat_model, eps=config.eps, device=config.device,
+                      batch_size=config.batch_size, seed=config.seed, state_dir=state_dir, progress=progress)
+    outputs = [_run_metric(m, ctx) for m in metrics]
+    values = {k: v for out in outputs for k, v in out.values.items()}
+    record.update(metrics={k: v.to_json() for k, v in values.items()},
+                  labels={k: v for out in outputs for k, v in out.labels.items()},
+                  started_at=started, wall_seconds=round(time.perf_counter() - t0, 3))
+    save_per_example(records_dir, record["record_id"], ctx.per_example)
+    append_record(records_dir, record)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return EvalResult(record, values)
+
+
+def _run_metric(metric, ctx: EvalContext) -> MetricOutput:
+    log.info("metric %s", metric.name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        out = metric.compute(ctx)
+    ctx.per_example.update(out.per_example)
+    return out
+
+
+def _record_head(config: EvalConfig, loaded: LoadedModel, data) -> dict:
+    identity = {
+        "model": config.model, "source": loaded.source, "checkpoint_sha256": loaded.weights_sha256,
+        "method": config.method, "dataset": config.dataset.value, "threat_model": config.threat_model.value,
+        "eps": config.eps, "n_examples": len(data), "data_sha256": data.sha256, "data_file": Path(data.file).name,
+        "metrics": list(config.metrics), "metric_options": to_jsonable(config.metric_options), "seed": config.seed,
+    }
+    return {
+        "record_id": stable_hash(identity), **identity, "checkpoint": loaded.weights_path,
+        "data_file": data.file, "data_lossy": data.lossy, "training": config.training,
+        "device": config.device, "batch_size": config.batch_size, "versions": package_versions(),
+        "git_commit": git_commit(),
+    }

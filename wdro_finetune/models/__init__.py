@@ -1,0 +1,148 @@
+"""One entry point for every model source: :func:`load_model` and :func:`list_models`.
+
+Sources: ``robustbench`` (the RobustBench zoo), ``builtin`` (small nets of this package, with
+bundled weights), ``timm`` (``timm:<name>``), ``plugin`` (``package.module:factory`` or an entry
+point of the ``wdro_finetune.models`` group). Every model takes [0,1] NCHW input and returns logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from torch import nn
+
+from ..config import NUM_CLASSES, Dataset, ThreatModel
+from ..errors import UserError
+from ..registry import unknown_name_message
+from ..utils.fileio import sha256_file
+from . import plugins, robustbench_zoo, timm_models
+from .builtin import BUILTIN_MODELS
+from .checkpoint import load_weights_into
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("robustbench", "builtin", "timm", "plugin")
+_IN_CHANNELS = {Dataset.MNIST: 1, Dataset.CIFAR10: 3, Dataset.CIFAR100: 3, Dataset.IMAGENET: 3}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for evaluation or training, with where its weights came from."""
+
+    module: nn.Module
+    name: str
+    source: str
+    weights_path: str | None  # file the weights were read from (None: random init or hub)
+    weights_sha256: str | None
+
+
+def infer_source(name: str) -> str:
+    """Source of a model name when ``--source`` is not given."""
+    if name.startswith(timm_models.PREFIX):
+        return "timm"
+    if plugins.is_factory_spec(name):
+        return "plugin"
+    if name in BUILTIN_MODELS:
+        return "builtin"
+    if name in plugins.plugin_names():
+        return "plugin"
+    return "robustbench"
+
+
+def load_model(name: str, dataset: Dataset, threat_model: ThreatModel, *, source: str | None = None,
+               checkpoint: str | Path | None = None, model_dir: str | Path = "models",
+               pretrained: bool = True, trust_checkpoint: bool = False) -> LoadedModel:
+    """Build model ``name`` for ``dataset`` in eval mode, with weights from (first that applies):
+    ``checkpoint``; ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` (RobustBench layout);
+    the source's own pretrained weights (RobustBench download, bundled builtin weights, timm hub).
+    """
+    source = source or infer_source(name)
+    if source not in SOURCES:
+        raise UserError(unknown_name_message("model source", source, list(SOURCES)))
+    layout_file = robustbench_zoo.checkpoint_path(model_dir, dataset, threat_model, name)
+    if source == "robustbench":
+        return _load_robustbench(name, dataset, threat_model, checkpoint, model_dir, layout_file, trust_checkpoint)
+    weights = Path(checkpoint) if checkpoint else (layout_file if layout_file.is_file() else None)
+    module = _build(name, source, dataset, pretrained=pretrained and weights is None)
+    if weights is None and source == "builtin" and pretrained:
+        weights = _bundled_weights(name)
+    if weights is not None:
+        load_weights_into(module, weights, trust=trust_checkpoint)
+    return LoadedModel(module.eval(), name, source, str(weights) if weights else None,
+                       sha256_file(weights) if weights else None)
+
+
+def _load_robustbench(name, dataset, threat_model, checkpoint, model_dir, layout_file, trust) -> LoadedModel:
+    module = robustbench_zoo.load_zoo_model(name, dataset, threat_model, model_dir) if checkpoint is None \
+        else _zoo_architecture(name, dataset, threat_model)
+    weights = Path(checkpoint) if checkpoint else layout_file
+    if checkpoint is not None:
+        load_weights_into(module, weights, trust=trust)
+    sha = sha256_file(weights) if weights.is_file() else None
+    return LoadedModel(module.eval(), name, "robustbench", str(weights) if sha else None, sha)
+
+
+def _zoo_architecture(name: str, dataset: Dataset, threat_model: ThreatModel) -> nn.Module:
+    robustbench_zoo.check_zoo_name(name, dataset, threat_model)
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel as RBThreat
+
+    return model_dicts[BenchmarkDataset(dataset.value)][RBThreat(threat_model.value)][name]["model"]()
+
+
+def _build(name: str, source: str, dataset: Dataset, pretrained: bool) -> nn.Module:
+    num_classes = NUM_CLASSES[dataset]
+    if source == "builtin":
+        if name not in BUILTIN_MODELS:
+            raise UserError(unknown_name_message("builtin model", name, list(BUILTIN_MODELS)))
+        info = BUILTIN_MODELS[name]
+        if info.dataset != dataset:
+            raise UserError(f"builtin model {name} is for {info.dataset.value}, not {dataset.value}")
+        return info.factory()
+    if source == "timm":
+        return timm_models.create_timm_model(name, num_classes, _IN_CHANNELS[dataset], pretrained)
+    return plugins.create_plugin_model(name, num_classes, dataset.value)
+
+
+def _bundled_weights(name: str) -> Path | None:
+    """Path of the bundled pretrained weights of a builtin model, or None (random init, warned)."""
+    file_name = BUILTIN_MODELS[name].weights_file
+    if file_name:
+        path = Path(str(resources.files("wdro_finetune") / "assets" / "weights" / file_name))
+        if path.is_file():
+            return path
+    log.warning("no bundled weights for %s: using a randomly initialised model", name)
+    return None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One listed model name; dataset / threat model are None where the source does not fix them."""
+
+    source: str
+    name: str
+    dataset: str | None = None
+    threat_model: str | None = None
+
+
+def list_models(source: str = "all", dataset: Dataset | None = None,
+                threat_model: ThreatModel | None = None, pattern: str = "") -> list[ModelEntry]:
+    """Known model names. RobustBench names are listed per dataset and threat model."""
+    if source != "all" and source not in SOURCES:
+        raise UserError(unknown_name_message("model source", source, list(SOURCES) + ["all"]))
+    out: list[ModelEntry] = []
+    if source in ("all", "builtin"):
+        out += [ModelEntry("builtin", n, m.dataset.value) for n, m in BUILTIN_MODELS.items()
+                if dataset in (None, m.dataset)]
+    if source in ("all", "robustbench"):
+        for ds in ([dataset] if dataset else robustbench_zoo.ZOO_DATASETS):
+            for tm in ([threat_model] if threat_model else robustbench_zoo.ZOO_THREATS):
+                out += [ModelEntry("robustbench", n, ds.value, tm.value) for n in robustbench_zoo.zoo_names(ds, tm)]
+    if source in ("all", "timm"):
+        out += [ModelEntry("timm", n) for n in timm_models.timm_names(pattern)]
+    if source in ("all", "plugin"):
+        out += [ModelEntry("plugin", n) for n in plugins.plugin_names()]
+    return out

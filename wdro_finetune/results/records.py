@@ -1,0 +1,78 @@
+"""Result records: one JSON object per line in ``<records>/records.jsonl``, appended under a lock;
+per-example flags beside them in ``<records>/per_example/<record_id>.npz``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..utils.fileio import append_line_locked, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+RECORDS_FILE = "records.jsonl"
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hex digest of the canonical JSON of ``obj`` (sorted keys): the same config, the same id."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def append_record(records_dir: str | Path, record: dict) -> Path:
+    """Append one record (a JSON object with a ``record_id``) to ``records.jsonl``."""
+    path = Path(records_dir) / RECORDS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    append_line_locked(path, json.dumps(record, sort_keys=True, allow_nan=True))
+    return path
+
+
+def read_records(records_dir: str | Path) -> list[dict]:
+    """All complete records in file order; a malformed line (e.g. from a crash) is skipped with a warning."""
+    path = Path(records_dir) / RECORDS_FILE
+    if not path.is_file():
+        return []
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s:%d is not valid JSON; skipped", path, number)
+            continue
+        if isinstance(record, dict) and "record_id" in record:
+            out.append(record)
+    return out
+
+
+def latest_by_id(records: Iterable[dict]) -> list[dict]:
+    """One record per ``record_id``: the newest by ``started_at`` (later lines win ties)."""
+    best: dict[str, dict] = {}
+    for rec in records:
+        rid = rec["record_id"]
+        if rid not in best or str(rec.get("started_at", "")) >= str(best[rid].get("started_at", "")):
+            best[rid] = rec
+    return list(best.values())
+
+
+def save_per_example(records_dir: str | Path, record_id: str, arrays: dict[str, np.ndarray]) -> Path:
+    """Atomically write per-example arrays (e.g. robustness flags) for a record."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return atomic_write_bytes(Path(records_dir) / "per_example" / f"{record_id}.npz", buffer.getvalue())
+
+
+def load_per_example(records_dir: str | Path, record_id: str) -> dict[str, np.ndarray]:
+    """Per-example arrays of a record ({} if none were saved)."""
+    path = Path(records_dir) / "per_example" / f"{record_id}.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
