@@ -160,6 +160,75 @@ def _summary_line(record: dict) -> str:
     return " ".join(parts) + f"  (record {record['record_id']})"
 
 
+# ---------------------------------------------------------------- finetune
+
+def _add_finetune(p: argparse.ArgumentParser) -> None:
+    from .train.config import METHODS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS
+
+    _add_model_args(p)
+    g = p.add_argument_group("method")
+    g.add_argument("--method", default=None, choices=METHODS, help="base method (default trades)")
+    g.add_argument("--threat", default=None, choices=THREATS,
+                   help="pointwise eps-ball, or w2: W-DRO (W_2 ball of radius --delta over the batch)")
+    g.add_argument("--delta", default=None, help="W_2 radius in [0,1] pixel units (default: eps)")
+    g.add_argument("--beta", default=None, help="TRADES weight of the KL term (default 6)")
+    g.add_argument("--inner-steps", default=None, type=int, help="attack steps of the inner maximisation (default 10)")
+    g.add_argument("--init", default=None, help="continue | reinit-head | perturb:SIGMA (default continue)")
+    g.add_argument("--reweight", default=None, choices=REWEIGHTS, help="ARMOR_D re-weighting (default none)")
+    g.add_argument("--armor-eps", default=None, help="ARMOR_D divergence budget (default 0.02 KL, 0.5 alpha)")
+    g.add_argument("--armor-kappa", default=None, help="armor-kl temperature floor (default 0.1)")
+    g.add_argument("--armor-alpha", default=None, help="armor-alpha divergence order > 1 (default 6)")
+    g.add_argument("--armor-t", default=None, help="weight of clean CE mixed into the ARMOR_D loss (default 0.5)")
+    g.add_argument("--armor-lr", default=None, help="learning rate of learned ARMOR_D scalars (default: --lr); "
+                   "follows the schedule")
+    g.add_argument("--pretrained", default=None, action=argparse.BooleanOptionalAction,
+                   help="start from the source's pretrained weights (--no-pretrained: random init)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", default=None, type=int, help="epochs over the training data")
+    g.add_argument("--steps", default=None, type=int, help="optimiser steps (default 500 if no --epochs)")
+    g.add_argument("--lr", default=None, help="peak learning rate (default 0.01)")
+    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="default sgd (momentum 0.9, nesterov)")
+    g.add_argument("--schedule", default=None, choices=SCHEDULES, help="default cosine")
+    g.add_argument("--warmup", default=None, type=int, help="linear warm-up steps (default 0)")
+    g.add_argument("--weight-decay", default=None, help="default 5e-4")
+    g.add_argument("--grad-clip", default=None, help="max global gradient norm (default off)")
+    g.add_argument("--train-subset", default=None, type=int, help="use the first N training images")
+    g.add_argument("--holdout", default=None, type=int, help="training images held out for the per-epoch "
+                   "PGD check (default 500)")
+    g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
+                   help="bf16 autocast (default: on for CUDA)")
+    g.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
+                   help="channels_last memory format (default: on for CUDA)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--out", default=None, help="run folder (default runs/finetune)")
+    g.add_argument("--checkpoint-every", default=None, type=int, help="steps between checkpoints (default 100)")
+    g.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    g.add_argument("--eval-after", default=None, help="metrics to evaluate on the result, e.g. clean,autoattack")
+    g.add_argument("--n-eval", default=None, type=int, help="test examples for --eval-after (default 1000)")
+    g.add_argument("--aa-version", default=None, help="AutoAttack version for --eval-after (default standard)")
+    g.add_argument("--records", default=None, help="records folder for --eval-after (default ./results)")
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from .config import check_known_keys
+    from .train.config import FinetuneConfig, make_finetune_config
+    from .train.loop import TrainingInterrupted, finetune
+
+    options = resolve_options(args)
+    check_known_keys(options, _option_names(_add_finetune) | set(FinetuneConfig.__dataclass_fields__),
+                     "finetune options")
+    config = make_finetune_config(options)
+    try:
+        result = finetune(config, progress=sys.stderr.isatty())
+    except TrainingInterrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 130
+    print(f"{result.label}: {result.steps} steps; model at {result.model_path}")
+    for record in result.records:
+        print(_summary_line(record))
+    return 0
+
+
 # ---------------------------------------------------------------- leaderboard
 
 def _add_leaderboard(p: argparse.ArgumentParser) -> None:
@@ -199,6 +268,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "models": (_add_models, _run_models, "list model names by source"),
     "evaluate": (_add_evaluate, _run_evaluate, "evaluate a model (clean, AutoAttack, ...) and append a record"),
+    "finetune": (_add_finetune, _run_finetune, "fine-tune a model (TRADES, W-DRO TRADES, PGD-AT, FGSM-AT)"),
     "leaderboard": (_add_leaderboard, _run_leaderboard, "rebuild CSV leaderboards from records"),
     "demo": (_add_demo, _run_demo, "offline demo on the bundled MNIST model"),
 }

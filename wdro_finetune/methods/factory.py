@@ -1,0 +1,41 @@
+"""Build a :class:`TrainingObjective` from a fine-tuning config (the only place names map to parts)."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from ..train.config import FinetuneConfig
+from .base import AdversarialCE, Trades
+from .maximizers import PointwiseMaximizer, WassersteinMaximizer
+from .objective import TrainingObjective
+from .reweight import make_aggregator
+
+_ARMOR_EPS_DEFAULT = {"armor-kl": 0.02, "armor-kl-learned": 0.02, "armor-alpha": 0.5}
+
+
+def build_objective(cfg: FinetuneConfig) -> TrainingObjective:
+    """Base loss + inner maximiser + re-weighting as the config says."""
+    norm = cfg.threat_model.value
+    steps = 1 if cfg.method == "fgsm-at" else cfg.inner_steps
+    if cfg.threat == "w2":
+        maximizer = WassersteinMaximizer(delta=cfg.radius, norm=norm, steps=steps)
+    elif cfg.method == "fgsm-at":
+        maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=1, step_size=1.25 * cfg.eps, start="uniform")
+    elif cfg.method == "pgd-at":
+        maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="uniform")
+    else:
+        maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="normal")
+    base = Trades(maximizer, beta=cfg.beta) if cfg.method == "trades" else AdversarialCE(maximizer, cfg.method)
+    aggregator = None
+    if cfg.reweight != "none":
+        eps_d = cfg.armor_eps if cfg.armor_eps is not None else _ARMOR_EPS_DEFAULT[cfg.reweight]
+        params = {"eps": eps_d}
+        if cfg.reweight == "armor-kl":
+            params["kappa"] = cfg.armor_kappa
+        if cfg.reweight == "armor-alpha":
+            params["alpha"] = cfg.armor_alpha
+        try:
+            aggregator = make_aggregator(cfg.reweight, **params)
+        except ValueError as exc:
+            raise UserError(f"--reweight {cfg.reweight}: {exc}") from None
+    mix_t = cfg.armor_t if cfg.reweight != "none" else 0.0
+    return TrainingObjective(base, cfg.threat, aggregator, cfg.reweight, mix_t)

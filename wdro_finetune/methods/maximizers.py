@@ -1,0 +1,57 @@
+"""Inner maximisers: where a base method's adversarial examples come from.
+
+- :class:`PointwiseMaximizer`: PGD over the eps-ball of each sample (l_inf or l_2).
+- :class:`WassersteinMaximizer`: W-PGD-budget over a W_2 ball of radius delta around the batch:
+  per-sample budgets b_i with sqrt(mean b_i^2) <= delta over the (global) batch.
+
+Both: ``__call__(model, x, objective, generator) -> x_adv`` with x (N, C, H, W) in [0, 1],
+``objective(logits_adv) -> (N,)`` to maximise. The model runs in eval mode inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..attacks.pointwise import pgd_maximize
+from ..attacks.wasserstein import w_pgd_budget
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PointwiseMaximizer:
+    """K-step PGD in the eps-ball; ``start`` 'normal' (TRADES: x + 0.001 N(0,1)) or 'uniform'."""
+
+    eps: float
+    norm: str = "Linf"
+    steps: int = 10
+    step_size: float | None = None  # default 2.5 * eps / steps
+    start: str = "normal"
+    threat: str = "pointwise"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        step = self.step_size if self.step_size is not None else 2.5 * self.eps / max(1, self.steps)
+        return pgd_maximize(model, x, objective, eps=self.eps, norm=self.norm, steps=self.steps, step_size=step,
+                            start=self.start, generator=generator)
+
+
+@dataclass(frozen=True)
+class WassersteinMaximizer:
+    """W-PGD-budget (training) over the W_2 ball of radius ``delta`` (same pixel units as eps)."""
+
+    delta: float
+    norm: str = "Linf"
+    steps: int = 10
+    step_size_dir: float = 0.3
+    momentum: float = 0.0
+    threat: str = "w2"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        return w_pgd_budget(model, x, objective, delta=self.delta, norm=self.norm, steps=self.steps,
+                            step_size_dir=self.step_size_dir, momentum=self.momentum, generator=generator)

@@ -1,0 +1,78 @@
+"""A training objective = base loss + inner maximiser + re-weighting (+ regulariser).
+
+    loss = t * mean CE(f(x), y) + (1 - t) * aggregate(per_sample)  [+ regulariser]
+
+with ``aggregate`` the batch mean (``--reweight none``) or an ARMOR_D aggregator. Each part is a
+small object with one job; :func:`method_label` names the composition for records, e.g.
+``wdro-trades+armor-kl``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from .base import LossOutput
+from .reweight import Aggregator, MeanAggregator, mix_with_clean
+
+
+class BaseLoss(Protocol):
+    name: str
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 generator: torch.Generator | None = None) -> LossOutput: ...
+
+
+class Regularizer(Protocol):
+    """Adds a term computed from the base method's outputs (no extra forward pass)."""
+
+    label: str
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: LossOutput,
+                 captured: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    out: LossOutput
+    stats: dict[str, float]
+
+
+class TrainingObjective(nn.Module):
+    """Composes the parts; an ``nn.Module`` so learned re-weighting scalars are in its state_dict."""
+
+    def __init__(self, base: BaseLoss, threat: str, aggregator: Aggregator | None = None, reweight: str = "none",
+                 mix_t: float = 0.0, regularizer: Regularizer | None = None):
+        super().__init__()
+        self.base, self.threat, self.mix_t, self.regularizer = base, threat, mix_t, regularizer
+        self.aggregator, self.reweight = aggregator or MeanAggregator(), reweight
+
+    @property
+    def label(self) -> str:
+        return method_label(self.base.name, self.threat, self.reweight,
+                            self.regularizer.label if self.regularizer else None)
+
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator | None = None, captured: list[torch.Tensor] | None = None) -> StepResult:
+        out = self.base(model, x, y, generator)
+        agg = self.aggregator(out.per_sample)
+        loss = mix_with_clean(agg, out.clean_ce.mean(), self.mix_t) if self.mix_t else agg
+        stats = dict(out.stats, loss_mean=out.per_sample.mean().item())
+        if self.regularizer is not None:
+            reg, reg_stats = self.regularizer(model, x, y, out, captured or [])
+            loss = loss + reg
+            stats.update(reg_stats)
+        return StepResult(loss, out, stats)
+
+
+def method_label(base: str, threat: str, reweight: str | None = None, regularizer: str | None = None) -> str:
+    """``[wdro-]<base>[+<reweight>][+<regularizer>]``, e.g. ``wdro-trades+armor-kl+triplet-sa``."""
+    label = ("wdro-" if threat == "w2" else "") + base
+    for part in (reweight, regularizer):
+        if part and part != "none":
+            label += "+" + part
+    return label

@@ -1,0 +1,161 @@
+"""The fine-tuning configuration: one frozen dataclass, validated from CLI / config-file options."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import (Dataset, ThreatModel, check_eps, default_eps, parse_dataset, parse_number,
+                      parse_threat_model, to_jsonable)
+from ..errors import UserError
+
+METHODS = ("trades", "pgd-at", "fgsm-at")
+THREATS = ("pointwise", "w2")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+REWEIGHTS = ("none", "armor-kl", "armor-kl-learned", "armor-alpha")
+
+# Fields that may change between a run and its --resume (everything else must match).
+RESUMABLE_CHANGES = ("steps", "epochs", "out", "resume", "eval_after", "device", "checkpoint_every", "lr",
+                     "progress", "records", "n_eval", "aa_version")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A fine-tuning run. Budgets (eps, delta) in pixel units of [0, 1]; lr per optimiser step."""
+
+    model: str
+    dataset: Dataset
+    threat_model: ThreatModel
+    eps: float
+    method: str = "trades"
+    threat: str = "pointwise"
+    delta: float | None = None  # W_2 radius; defaults to eps
+    beta: float = 6.0
+    inner_steps: int = 10
+    init: str = "continue"
+    epochs: int | None = None
+    steps: int | None = None
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = True
+    schedule: str = "cosine"
+    warmup: int = 0
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    train_subset: int | None = None
+    holdout: int = 500
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool | None = None  # bf16 autocast; default on for CUDA
+    channels_last: bool | None = None
+    out: str = "runs/finetune"
+    checkpoint_every: int = 100
+    resume: bool = False
+    eval_after: tuple[str, ...] = ()
+    n_eval: int = 1000
+    aa_version: str = "standard"
+    records: str = "results"
+    source: str | None = None
+    checkpoint: str | None = None
+    model_dir: str = "models"
+    data_dir: str | None = None
+    trust_checkpoint: bool = False
+    pretrained: bool = True  # start from the source's pretrained weights (False: random init)
+    reweight: str = "none"
+    armor_eps: float | None = None
+    armor_kappa: float = 0.1
+    armor_alpha: float = 6.0
+    armor_t: float = 0.5
+    armor_lr: float | None = None
+
+    @property
+    def radius(self) -> float:
+        """The inner maximiser's budget: delta for W_2, eps for pointwise."""
+        return self.delta if self.threat == "w2" and self.delta is not None else self.eps
+
+    def to_json(self) -> dict:
+        return to_jsonable(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
+
+
+def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
+    """Validated config from resolved options (config file overridden by command-line flags)."""
+    for key in ("model", "dataset"):
+        if not options.get(key):
+            raise UserError(f"finetune needs --{key} (on the command line or in --config)")
+    dataset = parse_dataset(options["dataset"])
+    threat_model = parse_threat_model(options.get("threat_model") or "Linf")
+    if threat_model not in (ThreatModel.LINF, ThreatModel.L2):
+        raise UserError("fine-tuning needs --threat-model Linf or L2")
+    eps = check_eps(parse_number(options["eps"], "--eps"), threat_model) if options.get("eps") is not None \
+        else default_eps(dataset, threat_model)
+    values = {k: v for k, v in options.items() if k in _FIELDS and v is not None}
+    values.update(dataset=dataset, threat_model=threat_model, eps=eps)
+    values = _coerce(values)
+    _check_choices(values)
+    _check_ranges(values)
+    if values.get("threat") == "w2" and values.get("delta") is None:
+        values["delta"] = eps
+    return FinetuneConfig(**values)
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    floats = ("delta", "beta", "lr", "momentum", "weight_decay", "grad_clip", "armor_eps", "armor_kappa",
+              "armor_alpha", "armor_t", "armor_lr")
+    ints = ("inner_steps", "epochs", "steps", "warmup", "batch_size", "train_subset", "holdout", "seed",
+            "checkpoint_every", "n_eval")
+    out = dict(values)
+    for key in floats:
+        if key in out:
+            out[key] = parse_number(out[key], "--" + key.replace("_", "-"))
+    for key in ints:
+        if key in out:
+            try:
+                out[key] = int(out[key])
+            except (TypeError, ValueError):
+                raise UserError(f"--{key.replace('_', '-')} must be an integer, got {out[key]!r}") from None
+    if isinstance(out.get("eval_after"), str):
+        out["eval_after"] = tuple(m.strip() for m in out["eval_after"].split(",") if m.strip())
+    elif "eval_after" in out:
+        out["eval_after"] = tuple(out["eval_after"])
+    return out
+
+
+def _check_choices(values: dict[str, Any]) -> None:
+    for key, choices in (("method", METHODS), ("threat", THREATS), ("optimizer", OPTIMIZERS),
+                         ("schedule", SCHEDULES), ("reweight", REWEIGHTS)):
+        if key in values and values[key] not in choices:
+            raise UserError(f"--{key} must be one of {', '.join(choices)}, got {values[key]!r}")
+    init = str(values.get("init", "continue"))
+    if init not in ("continue", "reinit-head") and not init.startswith("perturb:"):
+        raise UserError(f"--init must be continue, reinit-head or perturb:SIGMA, got {init!r}")
+    if init.startswith("perturb:"):
+        sigma = parse_number(init.split(":", 1)[1], "--init perturb:SIGMA")
+        if sigma <= 0:
+            raise UserError("--init perturb:SIGMA needs SIGMA > 0")
+
+
+def _check_ranges(values: dict[str, Any]) -> None:
+    if values.get("epochs") is not None and values.get("steps") is not None:
+        raise UserError("give --epochs or --steps, not both")
+    if values.get("epochs") is None and values.get("steps") is None:
+        values["steps"] = 500
+    positive = ("inner_steps", "epochs", "steps", "batch_size", "train_subset", "checkpoint_every", "lr", "n_eval")
+    for key in positive:
+        if values.get(key) is not None and values[key] <= 0:
+            raise UserError(f"--{key.replace('_', '-')} must be > 0, got {values[key]}")
+    for key in ("beta", "weight_decay", "warmup", "holdout", "momentum"):
+        if values.get(key) is not None and values[key] < 0:
+            raise UserError(f"--{key.replace('_', '-')} must be >= 0, got {values[key]}")
+    if values.get("delta") is not None:
+        check_eps(values["delta"], values["threat_model"], "--delta")
+    if values.get("grad_clip") is not None and values["grad_clip"] <= 0:
+        raise UserError("--grad-clip must be > 0")
+    if not 0 <= values.get("armor_t", 0.5) <= 1:
+        raise UserError("--armor-t must lie in [0, 1]")
