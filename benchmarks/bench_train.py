@@ -1,0 +1,140 @@
+"""Training-step ratios, measured in one run on one model and batch (issue [2/7] targets):
+
+- W-DRO TRADES step / TRADES step                      (target <= 1.10)
+- TRADES step / ((K + 2) x one forward+backward)       (target <= 1.10; the pass-count floor)
+- peak memory of W-DRO TRADES / TRADES                 (target <= 1.20; CUDA: max_memory_allocated;
+                                                        CPU: peak RSS increase of a fresh subprocess)
+
+    python benchmarks/bench_train.py --model cifar10-resnet-small --batch-size 128 --inner-steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from wdro_finetune.config import Dataset, ThreatModel
+from wdro_finetune.methods.factory import build_objective
+from wdro_finetune.models import load_model
+from wdro_finetune.models.builtin import BUILTIN_MODELS
+from wdro_finetune.train.config import make_finetune_config
+
+
+def _setup(model_name: str, batch: int, device: str):
+    dataset = BUILTIN_MODELS[model_name].dataset
+    model = load_model(model_name, dataset, ThreatModel.LINF, pretrained=False).module.to(device).train()
+    shape = (1, 28, 28) if dataset == Dataset.MNIST else (3, 32, 32)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, *shape), generator=gen).to(device)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
+    return model, dataset, x, y
+
+
+def _objective(dataset: Dataset, threat: str, steps: int):
+    cfg = make_finetune_config(dict(model="m", dataset=dataset.value, method="trades", threat=threat,
+                                    inner_steps=steps))
+    return build_objective(cfg)
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure_times(model_name: str, batch: int, steps: int, repeats: int, device: str) -> dict[str, float]:
+    model, dataset, x, y = _setup(model_name, batch, device)
+    params = list(model.parameters())
+
+    def fwd_bwd():
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+
+    def step(objective):
+        def run():
+            model.zero_grad(set_to_none=True)
+            objective(model, x, y, torch.Generator(device=device).manual_seed(0)).loss.backward()
+        return run
+
+    trades, wdro = _objective(dataset, "pointwise", steps), _objective(dataset, "w2", steps)
+    out = {"fwd_bwd": [], "trades": [], "wdro": []}
+    for _ in range(3):  # interleave to share any drift of the machine
+        out["fwd_bwd"].append(_time(fwd_bwd, repeats))
+        out["trades"].append(_time(step(trades), max(1, repeats // 3)))
+        out["wdro"].append(_time(step(wdro), max(1, repeats // 3)))
+    del params
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def peak_memory_child(model_name: str, batch: int, steps: int, threat: str, device: str) -> None:
+    model, dataset, x, y = _setup(model_name, batch, device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.max_memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if threat != "none":
+        objective = _objective(dataset, threat, steps)
+        for _ in range(2):
+            model.zero_grad(set_to_none=True)
+            objective(model, x, y, torch.Generator(device=device).manual_seed(0)).loss.backward()
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"base": base, "peak": peak}))
+
+
+def measure_memory(model_name: str, batch: int, steps: int, device: str) -> dict[str, float]:
+    out = {}
+    for threat in ("pointwise", "w2"):
+        proc = subprocess.run([sys.executable, __file__, "--child", threat, "--model", model_name, "--batch-size",
+                               str(batch), "--inner-steps", str(steps), "--device", device],
+                              capture_output=True, text=True, check=True)
+        data = json.loads(proc.stdout.strip().splitlines()[-1])
+        out[threat] = data["peak"] - data["base"]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="cifar10-resnet-small", choices=sorted(BUILTIN_MODELS))
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--inner-steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        peak_memory_child(args.model, args.batch_size, args.inner_steps, args.child, args.device)
+        return 0
+    t = measure_times(args.model, args.batch_size, args.inner_steps, args.repeats, args.device)
+    mem = measure_memory(args.model, args.batch_size, args.inner_steps, args.device)
+    k = args.inner_steps
+    rows = [
+        ("W-DRO TRADES step / TRADES step", t["wdro"] / t["trades"], "<= 1.10"),
+        (f"TRADES step / ({k}+2) fwd+bwd", t["trades"] / ((k + 2) * t["fwd_bwd"]), "<= 1.10"),
+        ("peak memory W-DRO TRADES / TRADES", mem["w2"] / max(1, mem["pointwise"]), "<= 1.20"),
+    ]
+    print(f"model {args.model}, batch {args.batch_size}, K={k}, device {args.device}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"fwd+bwd {t['fwd_bwd'] * 1e3:.1f} ms, TRADES step {t['trades'] * 1e3:.1f} ms, "
+          f"W-DRO TRADES step {t['wdro'] * 1e3:.1f} ms; memory increase TRADES {mem['pointwise'] / 2**20:.1f} MiB, "
+          f"W-DRO {mem['w2'] / 2**20:.1f} MiB")
+    print("| ratio | measured | target |\n|---|---|---|")
+    for name, value, target in rows:
+        print(f"| {name} | {value:.3f} | {target} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
