@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..train.config import FinetuneConfig
-from .base import AdversarialCE, Trades
+from .base import AdversarialCE, Mart, Trades, Udr
 from .maximizers import PointwiseMaximizer, WassersteinMaximizer
 from .objective import TrainingObjective
 from .reweight import make_aggregator
@@ -24,7 +24,14 @@ def build_objective(cfg: FinetuneConfig) -> TrainingObjective:
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="uniform")
     else:
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="normal")
-    base = Trades(maximizer, beta=cfg.beta) if cfg.method == "trades" else AdversarialCE(maximizer, cfg.method)
+    if cfg.method == "mart":
+        maximizer = WassersteinMaximizer(delta=cfg.radius, norm=norm, steps=steps) if cfg.threat == "w2" else \
+            PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="normal")
+    if cfg.method == "udr" and (cfg.threat == "w2" or norm != "Linf"):
+        raise UserError("--method udr supports --threat pointwise with --threat-model Linf")
+    bases = {"trades": lambda: Trades(maximizer, beta=cfg.beta), "mart": lambda: Mart(maximizer, beta=cfg.beta),
+             "udr": lambda: Udr(cfg.eps, steps=steps)}
+    base = bases[cfg.method]() if cfg.method in bases else AdversarialCE(maximizer, cfg.method)
     aggregator = None
     if cfg.reweight != "none":
         eps_d = cfg.armor_eps if cfg.armor_eps is not None else _ARMOR_EPS_DEFAULT[cfg.reweight]

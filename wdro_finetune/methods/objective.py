@@ -49,6 +49,7 @@ class TrainingObjective(nn.Module):
                  mix_t: float = 0.0, regularizer: Regularizer | None = None):
         super().__init__()
         self.base, self.threat, self.mix_t, self.regularizer = base, threat, mix_t, regularizer
+        # an nn.Module base (UDR) becomes a submodule: its buffers are saved in checkpoints
         self.aggregator, self.reweight = aggregator or MeanAggregator(), reweight
 
     @property

@@ -10,7 +10,7 @@ from ..config import (Dataset, ThreatModel, check_eps, default_eps, parse_datase
                       parse_threat_model, to_jsonable)
 from ..errors import UserError
 
-METHODS = ("trades", "pgd-at", "fgsm-at")
+METHODS = ("trades", "mart", "udr", "pgd-at", "fgsm-at")
 THREATS = ("pointwise", "w2")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
