@@ -251,6 +251,26 @@ def _run_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- plot
+
+def _add_plot(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=["robustness-curve"], help="which figure")
+    p.add_argument("--records", default="results", help="records folder")
+    p.add_argument("--dataset", required=True, help="dataset of the records to plot")
+    p.add_argument("--threat-model", default="Linf", help="threat model of the records to plot")
+    p.add_argument("--out", required=True, help="output PNG file")
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from .config import parse_dataset, parse_threat_model
+    from .results.plots import robustness_curve
+
+    path = robustness_curve(args.records, parse_dataset(args.dataset).value,
+                            parse_threat_model(args.threat_model).value, args.out)
+    print(path)
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -270,6 +290,7 @@ _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "evaluate": (_add_evaluate, _run_evaluate, "evaluate a model (clean, AutoAttack, ...) and append a record"),
     "finetune": (_add_finetune, _run_finetune, "fine-tune a model (TRADES, W-DRO TRADES, PGD-AT, FGSM-AT)"),
     "leaderboard": (_add_leaderboard, _run_leaderboard, "rebuild CSV leaderboards from records"),
+    "plot": (_add_plot, _run_plot, "figures from records (robustness-curve)"),
     "demo": (_add_demo, _run_demo, "offline demo on the bundled MNIST model"),
 }
 

@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 
-from ..config import Dataset, ThreatModel, check_eps, default_eps, parse_dataset, parse_threat_model, to_jsonable
-from ..data.datasets import load_split
+from ..config import (Dataset, ThreatModel, check_eps, default_eps, parse_dataset, parse_number, parse_threat_model,
+                      to_jsonable)
+from ..data.datasets import load_split, split_size
 from ..errors import UserError
 from ..models import LoadedModel, load_model
 from ..results.provenance import git_commit, package_versions, utc_now
 from ..results.records import append_record, save_per_example, stable_hash
 from ..utils.fileio import ensure_writable_dir
-from . import autoattack, clean  # noqa: F401  (register the built-in metrics)
+from . import autoattack, clean, wdro  # noqa: F401  (register the built-in metrics)
 from .metric import METRICS, EvalContext, MetricOutput
 from .values import MetricValue
 
@@ -65,11 +66,16 @@ def make_eval_config(options: dict[str, Any]) -> EvalConfig:
     dataset = parse_dataset(options["dataset"])
     threat = parse_threat_model(options.get("threat_model") or "Linf")
     eps = options.get("eps")
-    eps = check_eps(float(eps), threat) if eps is not None else default_eps(dataset, threat)
-    names = tuple(m.strip() for m in str(options.get("metrics") or "clean,autoattack").split(",") if m.strip())
+    eps = check_eps(parse_number(eps, "eps"), threat) if eps is not None else default_eps(dataset, threat)
+    raw = options.get("metrics") or "clean,autoattack"
+    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")  # a config file may give a list
+    names = tuple(str(m).strip() for m in items if str(m).strip())
     metric_options = {name: METRICS.get(name).options_from(options) for name in names}
-    n = int(options.get("n_examples") or 1000)
-    batch_size = int(options.get("batch_size") or 250)
+    n = _int_option(options, "n_examples", 1000)
+    total = split_size(dataset, "test")
+    if not 1 <= n <= total:  # checked before any model is loaded or downloaded
+        raise UserError(f"n_examples must be between 1 and {total} for the {dataset.value} test split, got {n}")
+    batch_size = _int_option(options, "batch_size", 250)
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
     device = str(options.get("device") or "cpu")
@@ -78,10 +84,23 @@ def make_eval_config(options: dict[str, Any]) -> EvalConfig:
                       metrics=names, metric_options=metric_options, source=options.get("source"),
                       checkpoint=options.get("checkpoint"), model_dir=str(options.get("model_dir") or "models"),
                       data_dir=options.get("data_dir"), allow_lossy_test=bool(options.get("allow_lossy_test")),
-                      batch_size=batch_size, device=device, seed=int(options.get("seed") or 0),
+                      batch_size=batch_size, device=device, seed=_int_option(options, "seed", 0),
                       records=str(options.get("records") or "results"),
                       method=str(options.get("method") or "pretrained"), training=options.get("training"),
                       trust_checkpoint=bool(options.get("trust_checkpoint")))
+
+
+def _int_option(options: dict[str, Any], name: str, default: int) -> int:
+    """An integer option (0 is a value, not "unset"); UserError for non-integers (e.g. from a config file)."""
+    value = options.get(name)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be an integer, got {value!r}") from None
 
 
 def _check_device(device: str) -> None:

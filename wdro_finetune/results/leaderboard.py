@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from fractions import Fraction
 from collections import defaultdict
 from pathlib import Path
 
@@ -59,9 +60,21 @@ def _sort_key(row: dict) -> tuple:
 
 def _columns(rows: list[dict]) -> list[str]:
     present = set().union(*(r.keys() for r in rows)) if rows else set()
-    middle = sorted(present - set(LEADING) - set(TRAILING))
+    rest = present - set(LEADING) - set(TRAILING)
+    bases = sorted({c for c in rest if not c.endswith(("_lo", "_hi")) or c[:-3] not in rest}, key=_column_key)
+    middle = [c for b in bases for c in (b, f"{b}_lo", f"{b}_hi") if c in rest]
     return [c for c in LEADING if c in present or c in ("model", "method", "clean_acc", "autoattack_acc",
                                                          "n_examples", "eps")] + middle + TRAILING
+
+
+def _column_key(column: str) -> tuple:
+    """Group ``family@budget`` columns by family, budgets in numeric order (``1/510`` < ``1/255``)."""
+    family, _, budget = column.partition("@")
+    try:
+        value = float(Fraction(budget)) if budget else -1.0
+    except (ValueError, ZeroDivisionError):
+        value = math.inf
+    return (family.split("_")[0], value, family, column)
 
 
 def format_cell(column: str, value: object) -> str:
