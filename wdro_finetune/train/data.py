@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from ..config import Dataset
-from ..data.datasets import DataSplit, load_split
+from ..data.datasets import DataSplit, load_split, split_size
 from ..errors import UserError
 
 
@@ -72,17 +72,23 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
 
 def load_train_data(dataset: Dataset, subset: int | None, holdout: int, data_dir: str | None
                     ) -> tuple[DataSplit, DataSplit]:
-    """(train, held-out) slices of the TRAINING split: the last ``holdout`` images are held out for
-    the per-epoch PGD check (the test set is never touched); train = the first ``subset`` of the rest."""
-    full = load_split(dataset, "train", None, data_dir=data_dir)
-    n = len(full)
-    if holdout >= n:
-        raise UserError(f"--holdout {holdout} leaves no training data")
-    stop = n - holdout
-    if subset is not None and subset > stop:
-        raise UserError(f"--train-subset {subset} exceeds the {stop} training images available")
-    train_stop = subset or stop
-    return (_slice(full, 0, train_stop), _slice(full, stop, n))
+    """(train, held-out) slices of the TRAINING split (the test set is never touched).
+
+    Without ``subset``: train on all but the last ``holdout`` images, hold those out. With ``subset``:
+    train on the first ``subset`` images and hold out the ``holdout`` images after them (so a bundled
+    subset file suffices offline). The held-out images serve the per-epoch PGD check.
+    """
+    if subset is None:
+        full = load_split(dataset, "train", None, data_dir=data_dir)
+        if holdout >= len(full):
+            raise UserError(f"--holdout {holdout} leaves no training data")
+        stop = len(full) - holdout
+        return _slice(full, 0, stop), _slice(full, stop, len(full))
+    total = split_size(dataset, "train")
+    if subset + holdout > total:
+        raise UserError(f"--train-subset {subset} plus --holdout {holdout} exceed the {total} training images")
+    part = load_split(dataset, "train", subset + holdout, data_dir=data_dir)
+    return _slice(part, 0, subset), _slice(part, subset, subset + holdout)
 
 
 def _slice(split: DataSplit, start: int, stop: int) -> DataSplit:
