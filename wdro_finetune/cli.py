@@ -271,6 +271,32 @@ def _run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- sweep
+
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="sweep YAML file (grid of models x methods x seeds)")
+    p.add_argument("--shard", default=None, help="run only shard i of n, e.g. 2/4 (no coordinator needed)")
+    p.add_argument("--dry-run", action="store_true", help="print the jobs still to run and stop")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_sweep, parse_shard, pending_jobs, run_job
+
+    sweep = load_sweep(args.file)
+    jobs = pending_jobs(sweep, parse_shard(args.shard))
+    if args.dry_run:
+        for job in jobs:
+            print(job.describe())
+        print(f"{len(jobs)} jobs to run")
+        return 0
+    for k, job in enumerate(jobs, 1):
+        print(f"[{k}/{len(jobs)}] {job.describe()}", flush=True)
+        record = run_job(job, sweep.records, progress=sys.stderr.isatty())
+        print(_summary_line(record), flush=True)
+    print(f"{len(jobs)} jobs done; records in {sweep.records}")
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -290,6 +316,7 @@ _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "evaluate": (_add_evaluate, _run_evaluate, "evaluate a model (clean, AutoAttack, ...) and append a record"),
     "finetune": (_add_finetune, _run_finetune, "fine-tune a model (TRADES, W-DRO TRADES, PGD-AT, FGSM-AT)"),
     "leaderboard": (_add_leaderboard, _run_leaderboard, "rebuild CSV leaderboards from records"),
+    "sweep": (_add_sweep, _run_sweep, "run a grid of fine-tunings and evaluations, skipping finished jobs"),
     "plot": (_add_plot, _run_plot, "figures from records (robustness-curve)"),
     "demo": (_add_demo, _run_demo, "offline demo on the bundled MNIST model"),
 }

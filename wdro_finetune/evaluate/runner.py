@@ -53,6 +53,7 @@ class EvalConfig:
     method: str = "pretrained"
     training: dict[str, Any] | None = None  # hyper-parameters of the fine-tuning that made the model
     trust_checkpoint: bool = False
+    job_id: str | None = None  # the sweep job this evaluation belongs to
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def make_eval_config(options: dict[str, Any]) -> EvalConfig:
                       batch_size=batch_size, device=device, seed=_int_option(options, "seed", 0),
                       records=str(options.get("records") or "results"),
                       method=str(options.get("method") or "pretrained"), training=options.get("training"),
-                      trust_checkpoint=bool(options.get("trust_checkpoint")))
+                      trust_checkpoint=bool(options.get("trust_checkpoint")), job_id=options.get("job_id"))
 
 
 def _int_option(options: dict[str, Any], name: str, default: int) -> int:
@@ -154,7 +155,7 @@ def _record_head(config: EvalConfig, loaded: LoadedModel, data) -> dict:
     }
     return {
         "record_id": stable_hash(identity), **identity, "checkpoint": loaded.weights_path,
-        "data_file": data.file, "data_lossy": data.lossy, "training": config.training,
+        "data_file": data.file, "data_lossy": data.lossy, "training": config.training, "job_id": config.job_id,
         "device": config.device, "batch_size": config.batch_size, "versions": package_versions(),
         "git_commit": git_commit(),
     }

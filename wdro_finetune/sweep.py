@@ -1,0 +1,166 @@
+"""Idempotent sweeps: a YAML grid of models x methods x seeds, each job keyed by the hash of its
+resolved configuration. Done jobs (a record with that ``job_id`` exists) are skipped, a killed sweep
+continues where it stopped (fine-tuning resumes from its checkpoints, evaluation from its per-chunk
+state), and ``--shard i/n`` runs every n-th job so shards need no coordinator; all shards append to
+the same records file under a lock.
+
+File format::
+
+    records: leaderboards/records      # where records go
+    runs: runs/sweep                   # fine-tuning outputs, one folder per job
+    models: [mnist-smallcnn]
+    seeds: [0, 1, 2]
+    common: {dataset: mnist, threat_model: Linf, data_dir: null}     # options shared by both steps
+    evaluate: {metrics: "clean,autoattack,wdro", n_examples: 1000, aa_version: standard}
+    methods:
+      - name: pretrained               # evaluate the model as it is
+        seeds: [0]                     # optional per-method override
+      - name: wdro-trades
+        finetune: {method: trades, threat: w2, steps: 300, lr: 0.01}
+        evaluate: {aa_version: fast}   # merged over the top-level evaluate options
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .results.records import read_records, stable_hash
+
+log = logging.getLogger(__name__)
+
+_TOP_KEYS = {"records", "runs", "models", "seeds", "common", "evaluate", "methods", "name", "description"}
+_METHOD_KEYS = {"name", "finetune", "evaluate", "seeds", "models"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (model, method, seed) cell of the grid with its fully resolved options."""
+
+    job_id: str
+    model: str
+    method: str
+    seed: int
+    finetune: dict[str, Any] | None
+    evaluate: dict[str, Any]
+
+    def describe(self) -> str:
+        return f"{self.job_id}  {self.model:<24} {self.method:<28} seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    records: Path
+    runs: Path
+    jobs: list[Job]
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Parse and validate a sweep file into its jobs (sorted by job id)."""
+    spec = _read(Path(path))
+    records, runs = Path(spec.get("records", "results")), Path(spec.get("runs", "runs/sweep"))
+    jobs = []
+    for method in spec["methods"]:
+        for model in method.get("models", spec["models"]):
+            for seed in method.get("seeds", spec.get("seeds", [0])):
+                jobs.append(_job(spec, method, str(model), int(seed), runs))
+    ids = [j.job_id for j in jobs]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"sweep file {path} lists the same job twice")
+    return Sweep(records, runs, sorted(jobs, key=lambda j: j.job_id))
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"sweep file {path} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"sweep file {path} is malformed: {str(exc).splitlines()[0]}") from None
+    if not isinstance(spec, dict) or not spec.get("methods") or not (spec.get("models") or all(
+            isinstance(m, dict) and m.get("models") for m in spec.get("methods") or [])):
+        raise UserError(f"sweep file {path} needs 'models' and a non-empty 'methods' list")
+    unknown = set(spec) - _TOP_KEYS
+    if unknown:
+        raise UserError(f"sweep file {path}: unknown key(s) {', '.join(sorted(unknown))}")
+    for method in spec["methods"]:
+        if not isinstance(method, dict) or "name" not in method or set(method) - _METHOD_KEYS:
+            raise UserError(f"sweep file {path}: each method needs a 'name' and only {sorted(_METHOD_KEYS)}")
+    return spec
+
+
+def _job(spec: dict, method: dict, model: str, seed: int, runs: Path) -> Job:
+    common = dict(spec.get("common") or {})
+    evaluate = {**common, **(spec.get("evaluate") or {}), **(method.get("evaluate") or {}), "model": model,
+                "seed": seed}
+    finetune = None
+    if method.get("finetune") is not None:
+        finetune = {**common, **method["finetune"], "model": model, "seed": seed}
+    identity = {"model": model, "method": method["name"], "seed": seed, "finetune": finetune, "evaluate": evaluate}
+    job_id = stable_hash(identity, 12)
+    if finetune is not None:
+        finetune["out"] = str(runs / job_id)
+    return Job(job_id, model, method["name"], seed, finetune, evaluate)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``i/n`` (1-based) -> (i, n); None -> (1, 1)."""
+    if not text:
+        return 1, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard must look like 2/4, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise UserError(f"--shard {text}: need 1 <= i <= n")
+    return i, n
+
+
+def pending_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1)) -> list[Job]:
+    """This shard's jobs that have no record yet."""
+    i, n = shard
+    done = {r.get("job_id") for r in read_records(sweep.records)}
+    return [job for k, job in enumerate(sweep.jobs) if k % n == i - 1 and job.job_id not in done]
+
+
+def run_job(job: Job, records: Path, progress: bool = False) -> dict:
+    """Fine-tune (resuming if a previous attempt left checkpoints), then evaluate; returns the record."""
+    from .evaluate.runner import evaluate, make_eval_config
+    from .train.checkpoints import load_latest_checkpoint
+    from .train.config import make_finetune_config
+    from .train.loop import finetune
+
+    options = copy.deepcopy(job.evaluate)
+    options.update(records=str(records), job_id=job.job_id)
+    if job.finetune is not None:
+        ft_options = dict(job.finetune)
+        out = Path(ft_options["out"])
+        ft_options["resume"] = load_latest_checkpoint(out) is not None
+        result = None
+        if not (out / "model.safetensors").is_file() or ft_options["resume"] and not _finished(out):
+            result = finetune(make_finetune_config(ft_options), progress=progress)
+        ft_cfg = make_finetune_config({**ft_options, "resume": False})
+        label = result.label if result else _label_of(out)
+        options.update(method=label, checkpoint=str(out / "model.safetensors"), training=ft_cfg.to_json())
+        if ft_cfg.source:
+            options["source"] = ft_cfg.source
+    return evaluate(make_eval_config(options), progress=progress).record
+
+
+def _finished(out: Path) -> bool:
+    import json
+
+    run = out / "run.json"
+    return run.is_file() and json.loads(run.read_text()).get("status") == "finished"
+
+
+def _label_of(out: Path) -> str:
+    import json
+
+    return json.loads((out / "run.json").read_text())["label"]
