@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..config import NUM_CLASSES, Dataset, ThreatModel
@@ -54,10 +55,11 @@ def infer_source(name: str) -> str:
 
 def load_model(name: str, dataset: Dataset, threat_model: ThreatModel, *, source: str | None = None,
                checkpoint: str | Path | None = None, model_dir: str | Path = "models",
-               pretrained: bool = True, trust_checkpoint: bool = False) -> LoadedModel:
+               pretrained: bool = True, trust_checkpoint: bool = False, init_seed: int = 0) -> LoadedModel:
     """Build model ``name`` for ``dataset`` in eval mode, with weights from (first that applies):
     ``checkpoint``; ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` (RobustBench layout);
     the source's own pretrained weights (RobustBench download, bundled builtin weights, timm hub).
+    A builtin model without weights is initialised from ``init_seed``.
     """
     source = source or infer_source(name)
     if source not in SOURCES:
@@ -66,7 +68,7 @@ def load_model(name: str, dataset: Dataset, threat_model: ThreatModel, *, source
     if source == "robustbench":
         return _load_robustbench(name, dataset, threat_model, checkpoint, model_dir, layout_file, trust_checkpoint)
     weights = Path(checkpoint) if checkpoint else (layout_file if layout_file.is_file() else None)
-    module = _build(name, source, dataset, pretrained=pretrained and weights is None)
+    module = _build(name, source, dataset, pretrained=pretrained and weights is None, init_seed=init_seed)
     if weights is None and source == "builtin" and pretrained:
         weights = _bundled_weights(name)
     if weights is not None:
@@ -93,7 +95,7 @@ def _zoo_architecture(name: str, dataset: Dataset, threat_model: ThreatModel) ->
     return model_dicts[BenchmarkDataset(dataset.value)][RBThreat(threat_model.value)][name]["model"]()
 
 
-def _build(name: str, source: str, dataset: Dataset, pretrained: bool) -> nn.Module:
+def _build(name: str, source: str, dataset: Dataset, pretrained: bool, init_seed: int = 0) -> nn.Module:
     num_classes = NUM_CLASSES[dataset]
     if source == "builtin":
         if name not in BUILTIN_MODELS:
@@ -101,7 +103,9 @@ def _build(name: str, source: str, dataset: Dataset, pretrained: bool) -> nn.Mod
         info = BUILTIN_MODELS[name]
         if info.dataset != dataset:
             raise UserError(f"builtin model {name} is for {info.dataset.value}, not {dataset.value}")
-        return info.factory()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)  # a random initialisation is reproducible
+            return info.factory()
     if source == "timm":
         return timm_models.create_timm_model(name, num_classes, _IN_CHANNELS[dataset], pretrained)
     return plugins.create_plugin_model(name, num_classes, dataset.value)

@@ -66,7 +66,8 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = False) -> FinetuneResult:
     saved = _resume_state(cfg, out)
     torch.manual_seed(cfg.seed)
     base = load_model(cfg.model, cfg.dataset, cfg.threat_model, source=cfg.source, checkpoint=cfg.checkpoint,
-                      model_dir=cfg.model_dir, pretrained=cfg.pretrained, trust_checkpoint=cfg.trust_checkpoint)
+                      model_dir=cfg.model_dir, pretrained=cfg.pretrained, trust_checkpoint=cfg.trust_checkpoint,
+                      init_seed=cfg.seed)
     module = base.module
     if saved is None:
         apply_init(module, cfg.init, cfg.seed)

@@ -1,0 +1,79 @@
+"""Sweeps: jobs keyed by config hash, skipped when done, shards partition the grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wdro_finetune.cli import main
+from wdro_finetune.errors import UserError
+from wdro_finetune.results.records import read_records
+from wdro_finetune.sweep import load_sweep, parse_shard, pending_jobs
+
+SPEC = """
+records: {records}
+runs: {runs}
+models: [mnist-smallcnn]
+seeds: [0, 1]
+common: {{dataset: mnist, threat_model: Linf}}
+evaluate: {{metrics: clean, n_examples: 20, batch_size: 20}}
+methods:
+  - name: pretrained
+    seeds: [0]
+  - name: trades
+    finetune: {{method: trades, steps: 2, train_subset: 64, holdout: 16, batch_size: 16, inner_steps: 1,
+                pretrained: false}}
+"""
+
+
+def _write(tmp_path: Path) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SPEC.format(records=tmp_path / "records", runs=tmp_path / "runs"))
+    return path
+
+
+def test_dry_run_lists_jobs_and_counts(tmp_path, capsys):
+    assert main(["sweep", str(_write(tmp_path)), "--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "3 jobs to run" and len(out) == 4
+
+
+def test_job_ids_are_stable_and_shards_partition_the_grid(tmp_path):
+    path = _write(tmp_path)
+    a, b = load_sweep(path), load_sweep(path)
+    assert [j.job_id for j in a.jobs] == [j.job_id for j in b.jobs]
+    shards = [pending_jobs(a, (i, 2)) for i in (1, 2)]
+    ids = [j.job_id for s in shards for j in s]
+    assert sorted(ids) == sorted(j.job_id for j in a.jobs) and len(set(ids)) == 3
+
+
+def test_a_finished_sweep_finds_every_job_done_and_changes_nothing(tmp_path, capsys):
+    path = _write(tmp_path)
+    assert main(["sweep", str(path), "--shard", "1/2"]) == 0
+    assert main(["sweep", str(path), "--shard", "2/2"]) == 0
+    records = (tmp_path / "records" / "records.jsonl").read_bytes()
+    assert len(read_records(tmp_path / "records")) == 3
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip().endswith("0 jobs to run")
+    assert main(["sweep", str(path)]) == 0
+    assert (tmp_path / "records" / "records.jsonl").read_bytes() == records
+    methods = sorted(r["method"] for r in read_records(tmp_path / "records"))
+    assert methods == ["pretrained", "trades", "trades"]
+
+
+@pytest.mark.parametrize("text", ["", "models: [a]\nmethods: []\n", "models: [a]\nmethods: [{finetune: {}}]\n",
+                                  "models: [a\n", "models: [a]\nmethods: [{name: x}]\nbogus: 1\n"])
+def test_bad_sweep_files_are_user_errors(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError):
+        load_sweep(path)
+
+
+def test_shard_syntax():
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("0/2", "3/2", "x"):
+        with pytest.raises(UserError):
+            parse_shard(bad)
