@@ -1,0 +1,391 @@
+"""Distributional (Wasserstein) attacks of Bai, He, Jiang & Obloj (NeurIPS 2023, and 2025 for training).
+
+Threat model: the attacked data set X may be any set with W_p(X, X0) <= delta, where labels never
+move and the ground cost between images is ||x - x'||_r (r = inf: 'Linf', r = 2: 'L2'). For p = 2
+only the dataset-wide root mean square of per-sample perturbation norms is bounded,
+
+    dist(X, X0) = sqrt(mean_i ||X_i - X0_i||_r^2) <= delta,
+
+so the attacker spends more budget on vulnerable points; p = inf is the usual pointwise threat.
+
+- ``w_pgd``: evaluation attack over a WHOLE data set (W-PGD; ``attack='fgsm'`` gives W-FGSM). The
+  data stay where they are (normally the CPU); batches go to ``device`` one at a time; the direction
+  normaliser and the projection use dataset-wide sums (and sums over ranks under torch.distributed).
+- ``w_pgd_budget``: training inner maximiser over one (global) batch: x'_i = x_i + b_i * a_i with
+  per-sample budgets sqrt(mean b^2) <= delta and directions a_i in the unit l_inf (or l_2) ball.
+
+Shapes: x (N, C, H, W) float32 in [0, 1]; y (N,) int64; model(x) -> logits (N, K). delta is in
+pixel units of [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ._dist import global_max, global_sums
+from ._mode import eval_mode
+from .losses import AttackLoss, LossSpec, get_attack_loss
+from .pointwise import (Objective, ascent_direction, check_norm, input_gradient, per_sample_norm,
+                        project_to_ball, per_sample_view)
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+_STEP_FACTOR = 1.875  # eta = 1.875 * delta / T (Bai et al. 2023)
+_BUDGET_STEP_FACTOR = 4.0  # eta_b = 4 * delta / K (W-PGD-budget default)
+
+
+@dataclass(frozen=True)
+class WAttackResult:
+    """Outcome of ``w_pgd`` (scalars are over the whole data set, all ranks together).
+
+    correct: (N_local,) bool, per-example correctness at the iterate with the lowest accuracy.
+    x_adv: (N_local, C, H, W) that iterate, on the device of the input x.
+    accuracy: its accuracy in [0, 1]; worst_iterate: its index (0 = clean input).
+    max_loss: highest mean attack loss over iterates 0..T.
+    distance: achieved W_p distance of that iterate to X0 (p = 2: RMS of ||.||_r; p = inf: max).
+    accuracy_per_iterate, loss_per_iterate: length T + 1, iterate 0 is the clean input.
+    n: number of examples over all ranks.
+    """
+
+    correct: torch.Tensor
+    x_adv: torch.Tensor
+    accuracy: float
+    worst_iterate: int
+    max_loss: float
+    distance: float
+    accuracy_per_iterate: tuple[float, ...]
+    loss_per_iterate: tuple[float, ...]
+    n: int
+
+
+def w_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, delta: float, p: float = 2,
+          norm: str = "Linf", steps: int = 50, loss: LossSpec = "ce", attack: str = "pgd",
+          batch_size: int = 256, device: torch.device | str = "cpu",
+          progress: Progress | None = None) -> WAttackResult:
+    """W-PGD (``attack='pgd'``, T = ``steps``, eta = 1.875 delta / T) or W-FGSM (one step, eta = delta).
+
+    Per step: g_i = grad of loss_i; dir_i = sign(g_i) |g_i|^(s-1) ||g_i||_s^(q-s) (s = 1 for
+    'Linf', 2 for 'L2'; q = 2 for p = 2, q = 1 for p = inf); for q = 2 all directions are divided
+    by sqrt(mean_j ||dir_j||_r^2); X <- clip_[0,1](proj(X + eta dir)). No random start. With p = inf
+    this is pointwise PGD with step eta (same iterates as ``pgd``, ``random_start=False``).
+    ``loss``: 'ce' | 'dlr' | 'redlr' | callable (logits, y) -> (N,). ``progress(step, total)`` is
+    called after each step. Cost: T forward+backward passes and one forward pass over the set.
+    """
+    plan = _Plan.build(delta, p, check_norm(norm), steps, attack)
+    loss_fn = get_attack_loss(loss)
+    x0 = x.detach()
+    x_adv = x0.clone()
+    direction = torch.empty_like(x0)
+    tracker = _Tracker(x0)
+    with eval_mode(model):
+        for step in range(plan.steps):
+            stats = _dataset_pass(model, x_adv, y, loss_fn, plan, batch_size, device, direction)
+            tracker.record(stats, x_adv)
+            _take_step(x_adv, x0, direction, stats, plan, device)
+            if progress is not None:
+                progress(step + 1, plan.steps)
+        tracker.record(_dataset_pass(model, x_adv, y, loss_fn, plan, batch_size, device, None), x_adv)
+    return tracker.result(x0, plan, device)
+
+
+def project_w_ball(x_adv: torch.Tensor, x0: torch.Tensor, *, delta: float, norm: str = "Linf",
+                   p: float = 2, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Projection step of W-PGD, then clip to [0, 1]; returns a new (N, C, H, W) tensor.
+
+    p = 2: c = min(1, delta / dist(X, X0)) with dist over the whole set (all ranks); 'L2' scales
+    every perturbation by c, 'Linf' clips each image's perturbation to c ||D_i||_inf. p = inf:
+    per-sample projection onto the delta-ball. ``device`` holds the collective's buffer.
+    """
+    norm = check_norm(norm)
+    if dual_exponent(p) == 1:
+        return project_to_ball(x_adv, x0, delta, norm).clamp_(0.0, 1.0)
+    perturbation = x_adv - x0
+    _shrink_to_w2_ball_(perturbation, delta, norm, device)
+    return perturbation.add_(x0).clamp_(0.0, 1.0)
+
+
+def dataset_distance(x_adv: torch.Tensor, x0: torch.Tensor, *, norm: str = "Linf", p: float = 2,
+                     device: torch.device | str = "cpu") -> float:
+    """W_p distance of a coupled perturbation: sqrt(mean_i ||X_i - X0_i||_r^2) (p = 2) or
+    max_i ||X_i - X0_i||_r (p = inf), over all ranks."""
+    norms = per_sample_norm(x_adv - x0, check_norm(norm)).double()
+    if dual_exponent(p) == 1:
+        return global_max(norms.max().item() if norms.numel() else 0.0, device=device)
+    square_sum, count = global_sums(norms.square().sum().item(), norms.numel(), device=device)
+    return math.sqrt(square_sum / max(count, 1.0))
+
+
+def w_direction(grad: torch.Tensor, norm: str, q: int) -> torch.Tensor:
+    """Unnormalised W-PGD direction sign(g) |g|^(s-1) ||g||_s^(q-s) per sample, for q in {1, 2}."""
+    if q == 1:
+        return ascent_direction(grad, norm)
+    if norm == "Linf":  # s = 1: sign(g) * ||g||_1
+        return grad.sign().mul_(per_sample_view(per_sample_norm(grad, "L1"), grad))
+    return grad  # s = 2, q = 2: g itself
+
+
+def dual_exponent(p: float) -> int:
+    """q, the conjugate of p, for the supported p in {2, inf}."""
+    p = float(p)
+    if p == 2:
+        return 2
+    if math.isinf(p):
+        return 1
+    raise ValueError(f"p must be 2 or inf, got {p}")
+
+
+# ----------------------------------------------------------------------------- W-PGD internals
+
+
+@dataclass(frozen=True)
+class _Plan:
+    delta: float
+    q: int
+    norm: str
+    steps: int
+    eta: float
+
+    @staticmethod
+    def build(delta: float, p: float, norm: str, steps: int, attack: str) -> "_Plan":
+        if delta < 0:
+            raise ValueError(f"delta must be >= 0, got {delta}")
+        if attack == "fgsm":
+            return _Plan(delta, dual_exponent(p), norm, 1, delta)
+        if attack != "pgd":
+            raise ValueError(f"unknown attack {attack!r}; expected 'pgd' or 'fgsm'")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return _Plan(delta, dual_exponent(p), norm, steps, _STEP_FACTOR * delta / steps)
+
+
+@dataclass(frozen=True)
+class _PassStats:
+    correct: torch.Tensor  # (N_local,) bool
+    accuracy: float
+    mean_loss: float
+    direction_rms: float  # sqrt(mean_j ||dir_j||_r^2) over all ranks (0 on an evaluation pass)
+    n: int
+
+
+def _dataset_pass(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, loss_fn: AttackLoss,
+                  plan: _Plan, batch_size: int, device: torch.device | str,
+                  direction: torch.Tensor | None) -> _PassStats:
+    """Evaluate every batch; when ``direction`` is given also fill it with per-sample W directions."""
+    correct = torch.empty(x_adv.shape[0], dtype=torch.bool)
+    loss_sum = direction_square_sum = 0.0
+    for start in range(0, x_adv.shape[0], batch_size):
+        rows = slice(start, start + batch_size)
+        xb, yb = x_adv[rows].to(device), y[rows].to(device)
+        if direction is None:
+            with torch.no_grad():
+                logits = model(xb)
+                values = loss_fn(logits, yb)
+        else:
+            grad, values, logits = input_gradient(model, xb, lambda z: loss_fn(z, yb))
+            batch_direction = w_direction(grad, plan.norm, plan.q)
+            if plan.q == 2:  # the normaliser; q = 1 directions are used as they are
+                direction_square_sum += per_sample_norm(batch_direction, plan.norm).double().square().sum().item()
+            direction[rows] = batch_direction.to(direction.device)
+        correct[rows] = (logits.argmax(dim=1) == yb).cpu()
+        loss_sum += values.double().sum().item()
+    n_correct, loss_sum, direction_square_sum, n = global_sums(
+        correct.sum().item(), loss_sum, direction_square_sum, x_adv.shape[0], device=device)
+    n = max(int(n), 1)
+    return _PassStats(correct, n_correct / n, loss_sum / n, math.sqrt(direction_square_sum / n), n)
+
+
+def _take_step(x_adv: torch.Tensor, x0: torch.Tensor, direction: torch.Tensor, stats: _PassStats,
+               plan: _Plan, device: torch.device | str) -> None:
+    """In place: X <- clip_[0,1](proj(X + eta * dir / normaliser)); ``direction`` is overwritten."""
+    if plan.q == 1:  # the same arithmetic as pointwise ``pgd``
+        x_adv.add_(direction.mul_(plan.eta))
+        x_adv.copy_(project_to_ball(x_adv, x0, plan.delta, plan.norm).clamp_(0.0, 1.0))
+        return
+    step = plan.eta / stats.direction_rms if stats.direction_rms > 0 else 0.0
+    perturbation = direction.mul_(step).add_(x_adv).sub_(x0)
+    _shrink_to_w2_ball_(perturbation, plan.delta, plan.norm, device)
+    torch.add(x0, perturbation, out=x_adv).clamp_(0.0, 1.0)
+
+
+def _shrink_to_w2_ball_(perturbation: torch.Tensor, delta: float, norm: str, device: torch.device | str) -> None:
+    """In place: with c = min(1, delta / dist), 'L2' scales D by c, 'Linf' clips D_i to c ||D_i||_inf."""
+    norms = per_sample_norm(perturbation, norm)
+    square_sum, count = global_sums(norms.double().square().sum().item(), norms.numel(), device=device)
+    distance = math.sqrt(square_sum / max(count, 1.0))
+    if distance <= delta:
+        return
+    factor = delta / distance
+    if norm == "L2":
+        perturbation.mul_(factor)
+    else:
+        bound = per_sample_view(norms.mul_(factor), perturbation)
+        perturbation.clamp_(min=-bound, max=bound)
+
+
+class _Tracker:
+    """Per-iterate accuracy and loss; keeps the iterate with the lowest accuracy (first one on ties)."""
+
+    def __init__(self, x0: torch.Tensor):
+        self.accuracies: list[float] = []
+        self.losses: list[float] = []
+        self.best_x = torch.empty_like(x0)
+        self.best_correct = torch.empty(0, dtype=torch.bool)
+        self.best_index = -1
+        self.n = 0
+
+    def record(self, stats: _PassStats, x_adv: torch.Tensor) -> None:
+        log.debug("W-PGD iterate %d: accuracy %.4f, loss %.4f", len(self.accuracies), stats.accuracy,
+                  stats.mean_loss)
+        if self.best_index < 0 or stats.accuracy < self.accuracies[self.best_index]:
+            self.best_index = len(self.accuracies)
+            self.best_x.copy_(x_adv)
+            self.best_correct = stats.correct
+        self.accuracies.append(stats.accuracy)
+        self.losses.append(stats.mean_loss)
+        self.n = stats.n
+
+    def result(self, x0: torch.Tensor, plan: _Plan, device: torch.device | str) -> WAttackResult:
+        distance = dataset_distance(self.best_x, x0, norm=plan.norm, p=_exponent_p(plan.q), device=device)
+        return WAttackResult(
+            correct=self.best_correct, x_adv=self.best_x, accuracy=self.accuracies[self.best_index],
+            worst_iterate=self.best_index, max_loss=max(self.losses), distance=distance,
+            accuracy_per_iterate=tuple(self.accuracies), loss_per_iterate=tuple(self.losses), n=self.n)
+
+
+def _exponent_p(q: int) -> float:
+    return 2.0 if q == 2 else math.inf
+
+
+# ----------------------------------------------------------------------------- W-PGD-budget (training)
+
+
+def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, delta: float,
+                 norm: str = "Linf", steps: int = 10, step_size_dir: float = 0.3, momentum: float = 0.0,
+                 eta: float | None = None, p: float = 2, start_std: float = 0.001, keep_best: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training inner maximiser over a (global) batch; returns x_adv (N, C, H, W) in [0, 1], detached.
+
+    x'_i = clip_[0,1](x_i + b_i a_i), a_i in [-1, 1]^d ('Linf') or the unit l_2 ball ('L2'),
+    budgets b_i >= 0 with sqrt(mean_i b_i^2) = delta (mean over all ranks under torch.distributed),
+    so dist(x', x) <= delta. Start: b_i = delta, a = start_std * N(0, 1) / delta (the TRADES start).
+    Each of ``steps`` steps (one forward + backward): a <- clip(a + step_size_dir * sign(grad_a)
+    + momentum * (a - a_prev)) (l_2: normalised gradient, projection onto the unit ball); with
+    g_b = dJ/db_i, b <- b + eta * g_b / sqrt(mean g_b^2) (the q = 2 dual step), b <- max(0, b)
+    rescaled to sqrt(mean b^2) = delta; eta defaults to 4 delta / steps. p = inf keeps b_i = delta.
+    ``objective(logits_adv) -> (N,)``, e.g. KL to the clean logits. ``keep_best``: return the
+    iterate (0..steps) with the largest mean objective, which costs one extra forward pass for the
+    last iterate; otherwise return the last iterate (exactly ``steps`` forward + backward passes).
+    Under DistributedDataParallel pass the wrapped module (``ddp.module``): the attack differentiates
+    with respect to the input only, which a DDP wrapper would take for an unfinished reduction.
+    """
+    norm = check_norm(norm)
+    q = dual_exponent(p)
+    x0 = x.detach()
+    if delta <= 0 or steps < 1:
+        return x0.clone()
+    eta = _BUDGET_STEP_FACTOR * delta / steps if eta is None else eta
+    a = _initial_direction(x0, delta, norm, start_std, generator)
+    budgets = torch.full((x0.shape[0],), float(delta), dtype=x0.dtype, device=x0.device)
+    best = _BestIterate()
+    a_prev = a
+    with eval_mode(model):
+        for _ in range(steps):
+            grad_a, grad_b, values, x_adv = _budget_gradients(model, x0, a, budgets, objective)
+            mean_value, grad_b_square_mean = _global_means(values, grad_b)
+            best.offer(mean_value, x_adv)
+            a, a_prev = _direction_step(a, a_prev, grad_a, step_size_dir, momentum, norm), a
+            if q == 2:
+                budgets = _budget_step(budgets, grad_b, eta, delta, grad_b_square_mean)
+        x_adv = _compose(x0, a, budgets)
+        if not keep_best:
+            return x_adv
+        with torch.no_grad():
+            best.offer(_global_means(objective(model(x_adv)), None)[0], x_adv)
+    return best.x
+
+
+def rescale_budgets(budgets: torch.Tensor, delta: float) -> torch.Tensor:
+    """max(0, b) rescaled so that sqrt(mean b^2) = delta over all ranks (all delta if b <= 0)."""
+    budgets = budgets.clamp_min(0.0)
+    square_sum, count = global_sums(budgets.double().square().sum().item(), budgets.numel(),
+                                    device=budgets.device)
+    rms = math.sqrt(square_sum / max(count, 1.0))
+    if rms == 0.0:
+        return torch.full_like(budgets, float(delta))
+    return budgets * (delta / rms)
+
+
+class _BestIterate:
+    """The iterate with the largest mean objective seen so far (the first one on ties)."""
+
+    def __init__(self) -> None:
+        self.value = -math.inf
+        self.x: torch.Tensor | None = None
+
+    def offer(self, mean_value: float, x_adv: torch.Tensor) -> None:
+        if self.x is None or mean_value > self.value:
+            self.value, self.x = mean_value, x_adv
+
+
+def _global_means(values: torch.Tensor, grad_b: torch.Tensor | None) -> tuple[float, float]:
+    """(mean objective, mean g_b^2) over the global batch, with one collective."""
+    grad_term = 0.0 if grad_b is None else grad_b.double().square().sum().item()
+    value_sum, grad_sum, count = global_sums(values.double().sum().item(), grad_term, values.numel(),
+                                             device=values.device)
+    count = max(count, 1.0)
+    return value_sum / count, grad_sum / count
+
+
+def _budget_gradients(model: nn.Module, x0: torch.Tensor, a: torch.Tensor, budgets: torch.Tensor,
+                      objective: Objective) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward + backward: (grad_a, grad_b (N,), objective values (N,), x_adv), detached.
+
+    g = dJ/dx' at the clipped image x'. grad_a = b * g passes straight through the [0, 1] clip (as
+    PGD steps and then clips), so a coordinate clipped at 0 or 1 can still move back inside;
+    grad_b = sum of g * a over the coordinates not clipped, the exact derivative.
+    """
+    unclipped = x0 + per_sample_view(budgets, a) * a
+    x_adv = unclipped.clamp(0.0, 1.0)
+    grad, values, _ = input_gradient(model, x_adv, objective)
+    inside = (unclipped >= 0.0) & (unclipped <= 1.0)
+    grad_b = (grad * a).masked_fill_(~inside, 0.0).flatten(1).sum(dim=1)
+    return grad * per_sample_view(budgets, grad), grad_b, values, x_adv
+
+
+def _compose(x0: torch.Tensor, a: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
+    return (x0 + per_sample_view(budgets, a) * a).clamp(0.0, 1.0)
+
+
+def _direction_step(a: torch.Tensor, a_prev: torch.Tensor, grad_a: torch.Tensor, step: float,
+                    momentum: float, norm: str) -> torch.Tensor:
+    moved = a + step * ascent_direction(grad_a, norm)
+    if momentum:
+        moved = moved + momentum * (a - a_prev)
+    if norm == "Linf":
+        return moved.clamp_(-1.0, 1.0)
+    return project_to_ball(moved, torch.zeros_like(moved), 1.0, "L2")
+
+
+def _budget_step(budgets: torch.Tensor, grad_b: torch.Tensor, eta: float, delta: float,
+                 grad_square_mean: float) -> torch.Tensor:
+    """b <- rescale(max(0, b + eta g_b^(q-1) (mean g_b^q)^(1/q-1))) for q = 2: eta g_b / sqrt(mean g_b^2)."""
+    if grad_square_mean > 0.0:
+        budgets = budgets + (eta / math.sqrt(grad_square_mean)) * grad_b
+    return rescale_budgets(budgets, delta)
+
+
+def _initial_direction(x0: torch.Tensor, delta: float, norm: str, std: float,
+                       generator: torch.Generator | None) -> torch.Tensor:
+    device = generator.device if generator is not None else x0.device
+    noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
+    a = noise.mul_(std / delta)
+    if norm == "Linf":
+        return a.clamp_(-1.0, 1.0)
+    return project_to_ball(a, torch.zeros_like(a), 1.0, "L2")
