@@ -128,8 +128,10 @@ def images_to_tensor(x: np.ndarray) -> torch.Tensor:
 
 def _missing_message(dataset: Dataset, split: str, data_dir) -> str:
     where = " or ".join(str(d) for d in search_dirs(data_dir)[:-1]) or f"--data-dir or ${ENV_DATA_DIR}"
+    lossy = (f", or pass --allow-lossy-test to use the JPEG copy {CIFAR10_LOSSY} beyond the first 1000 images"
+             if dataset == Dataset.CIFAR10 and split == "test" else "")
     return (f"no {dataset.value} {split} data offline: put {dataset.value}_{split}.npz in {where} "
-            f"(or run online to download it)")
+            f"(or run online to download it){lossy}")
 
 
 def _load_torchvision(dataset: Dataset, split: str, n: int | None, root: Path) -> DataSplit:

@@ -76,7 +76,9 @@ class AutoAttackMetric(Metric):
     @classmethod
     def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
         version = values.get("aa_version") or ("custom" if values.get("aa_attacks") else "standard")
-        attacks = tuple(a.strip() for a in str(values.get("aa_attacks") or "").split(",") if a.strip())
+        raw = values.get("aa_attacks") or ""
+        items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")  # a config file may give a list
+        attacks = tuple(str(a).strip() for a in items if str(a).strip())
         if version == "custom" and not attacks:
             raise UserError("--aa-version custom needs --aa-attacks, e.g. apgd-ce,apgd-t")
         if attacks and version != "custom":

@@ -116,11 +116,12 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: 
     records_dir = ensure_writable_dir(config.records)
     started, t0 = utc_now(), time.perf_counter()
     metrics = [METRICS.get(name)(**config.metric_options.get(name, {})) for name in config.metrics]
+    # data first: a missing test split fails before a (possibly long) model download
+    data = load_split(config.dataset, "test", config.n_examples, data_dir=config.data_dir,
+                      allow_lossy_test=config.allow_lossy_test)
     loaded = model or load_model(config.model, config.dataset, config.threat_model, source=config.source,
                                  checkpoint=config.checkpoint, model_dir=config.model_dir,
                                  trust_checkpoint=config.trust_checkpoint)
-    data = load_split(config.dataset, "test", config.n_examples, data_dir=config.data_dir,
-                      allow_lossy_test=config.allow_lossy_test)
     record = _record_head(config, loaded, data)
     state_dir = records_dir / "partial" / record["record_id"]
     ctx = EvalContext(model=loaded.module.to(config.device).eval(), data=data, dataset=config.dataset,

@@ -47,7 +47,7 @@ def _load_raw(path: Path, trust: bool) -> object:
                 f"checkpoint {path} contains pickled objects that could run code; refusing to load it "
                 f"(re-save it as safetensors, or pass --trust-checkpoint if you trust its author)") from None
         raise UserError(f"checkpoint {path} is corrupt or not a torch file") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch.load on arbitrary bytes raises arbitrary types (IndexError, KeyError, ...)
         raise UserError(f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__})") from None
 
 
@@ -76,15 +76,26 @@ def strip_leading_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> di
 
 
 def load_weights_into(model: nn.Module, path: str | Path, *, trust: bool = False) -> nn.Module:
-    """Load a weight file into ``model`` strictly; a mismatch is a one-line UserError."""
+    """Load a weight file into ``model`` strictly; a mismatch is a one-line UserError.
+
+    Keys and shapes are checked before anything is copied: on a mismatch ``model`` is left unchanged
+    (``load_state_dict`` alone copies the matching tensors before it raises).
+    """
     state = read_state_dict(path, trust=trust)
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        raise UserError(f"checkpoint {path} does not match the model: missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]}")
+    own = model.state_dict()
+    wrong = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise UserError(f"checkpoint {path} does not match the model: {len(wrong)} tensor(s) of another shape, "
+                        f"e.g. {k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        missing, unexpected = _key_mismatch(model, state)
-        detail = f"missing {missing[:3]}, unexpected {unexpected[:3]}" if (missing or unexpected) else \
-            str(exc).splitlines()[-1].strip()
-        raise UserError(f"checkpoint {path} does not match the model: {detail}") from None
+        raise UserError(f"checkpoint {path} does not match the model: {str(exc).splitlines()[-1].strip()}") from None
     return model
 
 
