@@ -3,7 +3,9 @@
 - W-DRO TRADES step / TRADES step                      (target <= 1.10)
 - TRADES step / ((K + 2) x one forward+backward)       (target <= 1.10; the pass-count floor)
 - peak memory of W-DRO TRADES / TRADES                 (target <= 1.20; CUDA: max_memory_allocated;
-                                                        CPU: peak RSS increase of a fresh subprocess)
+                                                        CPU: peak of the torch profiler's allocation trace)
+Times are CPU time of this process on CPU (robust to other jobs on a shared machine; run with
+OMP_NUM_THREADS=1), synchronised wall time on CUDA.
 
     python benchmarks/bench_train.py --model cifar10-resnet-small --batch-size 128 --inner-steps 10
 """
@@ -11,10 +13,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -43,13 +42,23 @@ def _objective(dataset: Dataset, threat: str, steps: int):
     return build_objective(cfg)
 
 
-def _time(fn, repeats: int) -> float:
+def _clock(device: str):
+    """CPU: this process's CPU time (robust to other jobs on a shared box); CUDA: synchronised wall time."""
+    if device.startswith("cuda"):
+        def now() -> float:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return now
+    return time.process_time
+
+
+def _time(fn, repeats: int, clock=time.process_time) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return statistics.median(times)
 
 
@@ -69,40 +78,50 @@ def measure_times(model_name: str, batch: int, steps: int, repeats: int, device:
 
     trades, wdro = _objective(dataset, "pointwise", steps), _objective(dataset, "w2", steps)
     out = {"fwd_bwd": [], "trades": [], "wdro": []}
+    clock = _clock(device)
     for _ in range(3):  # interleave to share any drift of the machine
-        out["fwd_bwd"].append(_time(fwd_bwd, repeats))
-        out["trades"].append(_time(step(trades), max(1, repeats // 3)))
-        out["wdro"].append(_time(step(wdro), max(1, repeats // 3)))
+        out["fwd_bwd"].append(_time(fwd_bwd, repeats, clock))
+        out["trades"].append(_time(step(trades), max(1, repeats // 3), clock))
+        out["wdro"].append(_time(step(wdro), max(1, repeats // 3), clock))
     del params
     return {k: statistics.median(v) for k, v in out.items()}
 
 
-def peak_memory_child(model_name: str, batch: int, steps: int, threat: str, device: str) -> None:
+def peak_memory(model_name: str, batch: int, steps: int, threat: str, device: str) -> float:
+    """Peak bytes allocated by torch during one training step (the step's own allocations).
+
+    CUDA: ``max_memory_allocated``. CPU: the running sum of the allocation events the torch profiler
+    records (``profile_memory=True``), whose maximum is the step's peak.
+    """
     model, dataset, x, y = _setup(model_name, batch, device)
+    objective = _objective(dataset, threat, steps)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        objective(model, x, y, torch.Generator(device=device).manual_seed(0)).loss.backward()
+
+    run()
     if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.max_memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if threat != "none":
-        objective = _objective(dataset, threat, steps)
-        for _ in range(2):
-            model.zero_grad(set_to_none=True)
-            objective(model, x, y, torch.Generator(device=device).manual_seed(0)).loss.backward()
-    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"base": base, "peak": peak}))
+        run()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    # allocations are attributed to the op that made them (self usage), frees are "[memory]" events
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    level = peak = 0
+    for event in events:
+        level += event.self_cpu_memory_usage
+        peak = max(peak, level)
+    return float(peak)
 
 
 def measure_memory(model_name: str, batch: int, steps: int, device: str) -> dict[str, float]:
-    out = {}
-    for threat in ("pointwise", "w2"):
-        proc = subprocess.run([sys.executable, __file__, "--child", threat, "--model", model_name, "--batch-size",
-                               str(batch), "--inner-steps", str(steps), "--device", device],
-                              capture_output=True, text=True, check=True)
-        data = json.loads(proc.stdout.strip().splitlines()[-1])
-        out[threat] = data["peak"] - data["base"]
-    return out
+    return {threat: peak_memory(model_name, batch, steps, threat, device) for threat in ("pointwise", "w2")}
 
 
 def main() -> int:
@@ -112,11 +131,7 @@ def main() -> int:
     parser.add_argument("--inner-steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        peak_memory_child(args.model, args.batch_size, args.inner_steps, args.child, args.device)
-        return 0
     t = measure_times(args.model, args.batch_size, args.inner_steps, args.repeats, args.device)
     mem = measure_memory(args.model, args.batch_size, args.inner_steps, args.device)
     k = args.inner_steps
