@@ -163,7 +163,7 @@ def _summary_line(record: dict) -> str:
 # ---------------------------------------------------------------- finetune
 
 def _add_finetune(p: argparse.ArgumentParser) -> None:
-    from .train.config import METHODS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS
+    from .train.config import METHODS, MINERS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS, TRIPLETS
 
     _add_model_args(p)
     g = p.add_argument_group("method")
@@ -183,6 +183,15 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
                    "follows the schedule")
     g.add_argument("--pretrained", default=None, action=argparse.BooleanOptionalAction,
                    help="start from the source's pretrained weights (--no-pretrained: random init)")
+    g.add_argument("--triplet", default=None, choices=TRIPLETS,
+                   help="angular triplet regulariser: sa = sensitivity positives (default none)")
+    g.add_argument("--triplet-margin", default=None, help="triplet margin (default 0.05, TLA MNIST)")
+    g.add_argument("--triplet-weight-sa", default=None, help="weight of L_sa (default 0.5)")
+    g.add_argument("--triplet-norm-weight", default=None, help="feature-norm penalty weight (default 1e-4)")
+    g.add_argument("--triplet-miner", default=None, choices=MINERS,
+                   help="negatives: nearest different-class member of the pool (TLA, default), semi-hard "
+                        "(FaceNet: nearest farther than the positive), random")
+    g.add_argument("--triplet-pool", default=None, type=int, help="negative pool size in batches (default 1)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", default=None, type=int, help="epochs over the training data")
     g.add_argument("--steps", default=None, type=int, help="optimiser steps (default 500 if no --epochs)")

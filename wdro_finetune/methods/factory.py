@@ -7,6 +7,7 @@ from ..train.config import FinetuneConfig
 from .base import AdversarialCE, Mart, Trades, Udr
 from .maximizers import PointwiseMaximizer, WassersteinMaximizer
 from .objective import TrainingObjective
+from .regularizers import TripletTerm
 from .reweight import make_aggregator
 
 _ARMOR_EPS_DEFAULT = {"armor-kl": 0.02, "armor-kl-learned": 0.02, "armor-alpha": 0.5}
@@ -45,4 +46,8 @@ def build_objective(cfg: FinetuneConfig) -> TrainingObjective:
         except ValueError as exc:
             raise UserError(f"--reweight {cfg.reweight}: {exc}") from None
     mix_t = cfg.armor_t if cfg.reweight != "none" else 0.0
-    return TrainingObjective(base, cfg.threat, aggregator, cfg.reweight, mix_t)
+    regularizer = None
+    if cfg.triplet == "sa":
+        regularizer = TripletTerm(cfg.triplet_weight_sa, cfg.triplet_norm_weight, cfg.triplet_margin,
+                                  cfg.triplet_miner, cfg.triplet_pool, seed=cfg.seed)
+    return TrainingObjective(base, cfg.threat, aggregator, cfg.reweight, mix_t, regularizer)

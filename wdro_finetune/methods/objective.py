@@ -15,6 +15,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..models.features import FeatureHook
+from ..train.distributed import unwrap
 from .base import LossOutput
 from .reweight import Aggregator, MeanAggregator, mix_with_clean
 
@@ -58,13 +60,19 @@ class TrainingObjective(nn.Module):
                             self.regularizer.label if self.regularizer else None)
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                generator: torch.Generator | None = None, captured: list[torch.Tensor] | None = None) -> StepResult:
-        out = self.base(model, x, y, generator)
+                generator: torch.Generator | None = None) -> StepResult:
+        captured: list[torch.Tensor] = []
+        if self.regularizer is not None:
+            with FeatureHook(unwrap(model), training_only=True) as hook:
+                out = self.base(model, x, y, generator)
+            captured = hook.pop()
+        else:
+            out = self.base(model, x, y, generator)
         agg = self.aggregator(out.per_sample)
         loss = mix_with_clean(agg, out.clean_ce.mean(), self.mix_t) if self.mix_t else agg
         stats = dict(out.stats, loss_mean=out.per_sample.mean().item())
         if self.regularizer is not None:
-            reg, reg_stats = self.regularizer(model, x, y, out, captured or [])
+            reg, reg_stats = self.regularizer(model, x, y, out, captured)
             loss = loss + reg
             stats.update(reg_stats)
         return StepResult(loss, out, stats)

@@ -38,8 +38,9 @@ class FeatureHook:
     not need (e.g. attack iterations).
     """
 
-    def __init__(self, model: nn.Module, layer: nn.Module | None = None):
+    def __init__(self, model: nn.Module, layer: nn.Module | None = None, training_only: bool = False):
         self.layer = layer if layer is not None else last_linear(model)
+        self.training_only = training_only  # skip forwards made in eval mode (e.g. attack iterations)
         self._captured: list[torch.Tensor] = []
         self._handle = None
         self._paused = False
@@ -81,7 +82,7 @@ class FeatureHook:
         self.remove()
 
     def _record(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if self._paused:
+        if self._paused or (self.training_only and not module.training):
             return None
         x = args[0] if args else kwargs["input"]
         self._captured.append(x.reshape(x.shape[0], -1))

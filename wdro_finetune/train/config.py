@@ -15,6 +15,8 @@ THREATS = ("pointwise", "w2")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 REWEIGHTS = ("none", "armor-kl", "armor-kl-learned", "armor-alpha")
+TRIPLETS = ("none", "sa")  # "ia" and "sa+ia" need the invariance cache (issue [5/7], not wired yet)
+MINERS = ("nearest", "semi-hard", "random")
 
 # Fields that may change between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("steps", "epochs", "out", "resume", "eval_after", "device", "checkpoint_every", "lr",
@@ -71,6 +73,12 @@ class FinetuneConfig:
     armor_alpha: float = 6.0
     armor_t: float = 0.5
     armor_lr: float | None = None
+    triplet: str = "none"
+    triplet_margin: float = 0.05
+    triplet_weight_sa: float = 0.5
+    triplet_norm_weight: float = 1e-4
+    triplet_miner: str = "nearest"
+    triplet_pool: int = 1
 
     @property
     def radius(self) -> float:
@@ -107,9 +115,9 @@ def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     floats = ("delta", "beta", "lr", "momentum", "weight_decay", "grad_clip", "armor_eps", "armor_kappa",
-              "armor_alpha", "armor_t", "armor_lr")
+              "armor_alpha", "armor_t", "armor_lr", "triplet_margin", "triplet_weight_sa", "triplet_norm_weight")
     ints = ("inner_steps", "epochs", "steps", "warmup", "batch_size", "train_subset", "holdout", "seed",
-            "checkpoint_every", "n_eval")
+            "checkpoint_every", "n_eval", "triplet_pool")
     out = dict(values)
     for key in floats:
         if key in out:
@@ -129,7 +137,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
 
 def _check_choices(values: dict[str, Any]) -> None:
     for key, choices in (("method", METHODS), ("threat", THREATS), ("optimizer", OPTIMIZERS),
-                         ("schedule", SCHEDULES), ("reweight", REWEIGHTS)):
+                         ("schedule", SCHEDULES), ("reweight", REWEIGHTS),
+                         ("triplet", TRIPLETS), ("triplet_miner", MINERS)):
         if key in values and values[key] not in choices:
             raise UserError(f"--{key} must be one of {', '.join(choices)}, got {values[key]!r}")
     init = str(values.get("init", "continue"))
@@ -146,7 +155,8 @@ def _check_ranges(values: dict[str, Any]) -> None:
         raise UserError("give --epochs or --steps, not both")
     if values.get("epochs") is None and values.get("steps") is None:
         values["steps"] = 500
-    positive = ("inner_steps", "epochs", "steps", "batch_size", "train_subset", "checkpoint_every", "lr", "n_eval")
+    positive = ("inner_steps", "epochs", "steps", "batch_size", "train_subset", "checkpoint_every", "lr", "n_eval",
+                "triplet_pool")
     for key in positive:
         if values.get(key) is not None and values[key] <= 0:
             raise UserError(f"--{key.replace('_', '-')} must be > 0, got {values[key]}")
