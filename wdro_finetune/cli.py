@@ -280,6 +280,40 @@ def _run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- invariance
+
+def _add_invariance(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["generate"], help="generate (and cache) invariance examples")
+    p.add_argument("--dataset", default="mnist", help="only mnist is supported")
+    p.add_argument("--eps", default="0.3", help="l_inf radius in [0,1] pixel units")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="split of the source images")
+    p.add_argument("--n", default=100, type=int, help="first N images of the split")
+    p.add_argument("--grid", default="full", choices=["full", "fast"],
+                   help="full: 775 transforms (about 10 images/s on one core); fast: 63 transforms")
+    p.add_argument("--out", default="cache/invariance", help="cache folder")
+    p.add_argument("--data-dir", default=None, help="folder with mnist_train.npz / mnist_test.npz")
+
+
+def _run_invariance(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .config import parse_dataset, parse_number
+    from .invariance.cache import CacheKey, cache_path
+    from .invariance.generated import generated_set
+
+    if parse_dataset(args.dataset).value != "mnist":
+        raise UserError("invariance examples exist for MNIST only")
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    eps = parse_number(args.eps, "--eps")
+    with tqdm(total=args.n, disable=not sys.stderr.isatty(), desc="invariance", unit="img") as bar:
+        inv = generated_set(args.split, args.n, eps, args.grid, args.out, args.data_dir,
+                            progress=lambda done, total: bar.update(done - bar.n))
+    path = cache_path(args.out, CacheKey("mnist", float(eps), args.split, args.n, args.grid))
+    print(f"{len(inv.source_index)} invariance examples (eps {eps:g}, {args.split}, grid {args.grid}) in {path}")
+    return 0
+
+
 # ---------------------------------------------------------------- sweep
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
@@ -325,6 +359,7 @@ _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "evaluate": (_add_evaluate, _run_evaluate, "evaluate a model (clean, AutoAttack, ...) and append a record"),
     "finetune": (_add_finetune, _run_finetune, "fine-tune a model (TRADES, W-DRO TRADES, PGD-AT, FGSM-AT)"),
     "leaderboard": (_add_leaderboard, _run_leaderboard, "rebuild CSV leaderboards from records"),
+    "invariance": (_add_invariance, _run_invariance, "generate invariance examples (Tramer et al.) for MNIST"),
     "sweep": (_add_sweep, _run_sweep, "run a grid of fine-tunings and evaluations, skipping finished jobs"),
     "plot": (_add_plot, _run_plot, "figures from records (robustness-curve)"),
     "demo": (_add_demo, _run_demo, "offline demo on the bundled MNIST model"),

@@ -15,15 +15,15 @@ from typing import Any
 
 import torch
 
-from ..config import (Dataset, ThreatModel, check_eps, default_eps, parse_dataset, parse_number, parse_threat_model,
-                      to_jsonable)
+from ..config import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
+                      parse_threat_model, to_jsonable)
 from ..data.datasets import load_split, split_size
 from ..errors import UserError
 from ..models import LoadedModel, load_model
 from ..results.provenance import git_commit, package_versions, utc_now
 from ..results.records import append_record, save_per_example, stable_hash
 from ..utils.fileio import ensure_writable_dir
-from . import autoattack, clean, wdro  # noqa: F401  (register the built-in metrics)
+from . import autoattack, clean, invariance, wdro  # noqa: F401  (register the built-in metrics)
 from .metric import METRICS, EvalContext, MetricOutput
 from .values import MetricValue
 
@@ -71,6 +71,8 @@ def make_eval_config(options: dict[str, Any]) -> EvalConfig:
     raw = options.get("metrics") or "clean,autoattack"
     items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")  # a config file may give a list
     names = tuple(str(m).strip() for m in items if str(m).strip())
+    if not names:
+        raise UserError(f"--metrics needs at least one of {', '.join(METRICS.names())}")
     metric_options = {name: METRICS.get(name).options_from(options) for name in names}
     n = _int_option(options, "n_examples", 1000)
     total = split_size(dataset, "test")
@@ -80,7 +82,7 @@ def make_eval_config(options: dict[str, Any]) -> EvalConfig:
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
     device = str(options.get("device") or "cpu")
-    _check_device(device)
+    check_device(device)
     return EvalConfig(model=str(options["model"]), dataset=dataset, threat_model=threat, eps=eps, n_examples=n,
                       metrics=names, metric_options=metric_options, source=options.get("source"),
                       checkpoint=options.get("checkpoint"), model_dir=str(options.get("model_dir") or "models"),
@@ -89,6 +91,16 @@ def make_eval_config(options: dict[str, Any]) -> EvalConfig:
                       records=str(options.get("records") or "results"),
                       method=str(options.get("method") or "pretrained"), training=options.get("training"),
                       trust_checkpoint=bool(options.get("trust_checkpoint")), job_id=options.get("job_id"))
+
+
+def option_names() -> set[str]:
+    """Every option :func:`make_eval_config` reads: the fields of :class:`EvalConfig` and the metrics' options."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    for name in METRICS.names():
+        METRICS.get(name).add_arguments(parser)
+    return set(EvalConfig.__dataclass_fields__) | {a.dest for a in parser._actions}
 
 
 def _int_option(options: dict[str, Any], name: str, default: int) -> int:
@@ -102,13 +114,6 @@ def _int_option(options: dict[str, Any], name: str, default: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise UserError(f"{name} must be an integer, got {value!r}") from None
-
-
-def _check_device(device: str) -> None:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device} requested but CUDA is not available; use --device cpu")
-    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-        raise UserError(f"unknown device {device!r}; use cpu or cuda[:i]")
 
 
 def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: bool = False) -> EvalResult:

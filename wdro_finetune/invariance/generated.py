@@ -1,0 +1,41 @@
+"""Generated invariance sets from the MNIST splits, through the on-disk cache (one call for the CLI,
+the ``invariance`` metric and the engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Dataset
+from ..data.datasets import load_split
+from ..errors import UserError
+from .cache import CacheKey, load_or_generate
+from .construct import InvarianceSet, generate_invariance_examples
+
+DEFAULT_CACHE = Path("cache") / "invariance"
+
+
+def generated_set(split: str, n: int, eps: float, grid: str = "full", cache_dir: str | Path = DEFAULT_CACHE,
+                  data_dir: str | None = None, indices: np.ndarray | None = None,
+                  progress=None) -> InvarianceSet:
+    """Invariance examples of the first ``n`` images of an MNIST split (or of ``indices``), made once with
+    the full 60k training set as neighbour pool and cached under ``cache_dir`` keyed by
+    (dataset, eps, split, n, grid)."""
+    if not 0 < eps <= 1:
+        raise UserError(f"invariance eps must lie in (0, 1], got {eps}")
+    if grid not in ("full", "fast"):
+        raise UserError(f"--grid must be full or fast, got {grid!r}")
+    train = load_split(Dataset.MNIST, "train", None, data_dir=data_dir)
+    sources = train if split == "train" else load_split(Dataset.MNIST, "test", n, data_dir=data_dir)
+    if n > len(sources):
+        raise UserError(f"--n {n} exceeds the {len(sources)} MNIST {split} images")
+    train_x, train_y = train.x[:, 0], train.y
+
+    def generate(todo: np.ndarray) -> InvarianceSet:
+        idx = np.asarray(todo, dtype=np.int64)
+        return generate_invariance_examples(sources.x[idx, 0], sources.y[idx], train_x, train_y, eps=eps,
+                                            grid=grid, source_index=idx, progress=progress)
+
+    key = CacheKey("mnist", float(eps), split, int(n), grid)
+    return load_or_generate(cache_dir, key, generate, indices)
