@@ -36,9 +36,9 @@ def _setup(model_name: str, batch: int, device: str):
     return model, dataset, x, y
 
 
-def _objective(dataset: Dataset, threat: str, steps: int):
+def _objective(dataset: Dataset, threat: str, steps: int, **extra):
     cfg = make_finetune_config(dict(model="m", dataset=dataset.value, method="trades", threat=threat,
-                                    inner_steps=steps))
+                                    inner_steps=steps, **extra))
     return build_objective(cfg)
 
 
@@ -76,15 +76,39 @@ def measure_times(model_name: str, batch: int, steps: int, repeats: int, device:
             objective(model, x, y, torch.Generator(device=device).manual_seed(0)).loss.backward()
         return run
 
-    trades, wdro = _objective(dataset, "pointwise", steps), _objective(dataset, "w2", steps)
-    out = {"fwd_bwd": [], "trades": [], "wdro": []}
+    objectives = {"trades": _objective(dataset, "pointwise", steps), "wdro": _objective(dataset, "w2", steps),
+                  "armor-kl": _objective(dataset, "pointwise", steps, reweight="armor-kl"),
+                  "armor-alpha": _objective(dataset, "pointwise", steps, reweight="armor-alpha"),
+                  "triplet-sa": _objective(dataset, "pointwise", steps, triplet="sa")}
+    out = {"fwd_bwd": [], **{k: [] for k in objectives}}
     clock = _clock(device)
     for _ in range(3):  # interleave to share any drift of the machine
         out["fwd_bwd"].append(_time(fwd_bwd, repeats, clock))
-        out["trades"].append(_time(step(trades), max(1, repeats // 3), clock))
-        out["wdro"].append(_time(step(wdro), max(1, repeats // 3), clock))
+        for name, objective in objectives.items():
+            out[name].append(_time(step(objective), max(1, repeats // 3), clock))
     del params
     return {k: statistics.median(v) for k, v in out.items()}
+
+
+def component_costs(batch: int, feature_dim: int, repeats: int = 200) -> dict[str, float]:
+    """CPU seconds of the added parts alone (forward + backward on per-sample losses (batch,) and features
+    (batch, feature_dim)): what re-weighting and the triplet term add to a step, free of step-time noise."""
+    from wdro_finetune.methods.regularizers import TripletTerm
+    from wdro_finetune.methods.reweight import make_aggregator
+
+    gen = torch.Generator().manual_seed(0)
+    losses = torch.rand(batch, generator=gen, requires_grad=True)
+    h = torch.randn(batch, feature_dim, generator=gen, requires_grad=True)
+    h_adv = torch.randn(batch, feature_dim, generator=gen, requires_grad=True)
+    y = torch.arange(batch) % 10
+    parts = {"armor-kl": make_aggregator("armor-kl", eps=0.02, kappa=0.1),
+             "armor-alpha": make_aggregator("armor-alpha", eps=0.5, alpha=6.0)}
+    out = {}
+    for name, agg in parts.items():
+        out[name] = _time(lambda: agg(losses).backward(), repeats)
+    term = TripletTerm(0.5, 1e-4, 0.05)
+    out["triplet-sa"] = _time(lambda: term(None, None, y, None, [h, h_adv])[0].backward(), repeats)
+    return out
 
 
 def peak_memory(model_name: str, batch: int, steps: int, threat: str, device: str) -> float:
@@ -135,10 +159,17 @@ def main() -> int:
     t = measure_times(args.model, args.batch_size, args.inner_steps, args.repeats, args.device)
     mem = measure_memory(args.model, args.batch_size, args.inner_steps, args.device)
     k = args.inner_steps
+    parts = component_costs(args.batch_size, 200 if args.model == "mnist-smallcnn" else 128)
     rows = [
         ("W-DRO TRADES step / TRADES step", t["wdro"] / t["trades"], "<= 1.10"),
         (f"TRADES step / ({k}+2) fwd+bwd", t["trades"] / ((k + 2) * t["fwd_bwd"]), "<= 1.10"),
         ("peak memory W-DRO TRADES / TRADES", mem["w2"] / max(1, mem["pointwise"]), "<= 1.20"),
+        ("TRADES+armor-kl step / TRADES step", t["armor-kl"] / t["trades"], "<= 1.05"),
+        ("TRADES+armor-alpha step / TRADES step", t["armor-alpha"] / t["trades"], "<= 1.05"),
+        ("TRADES+triplet-sa step / TRADES step", t["triplet-sa"] / t["trades"], "<= 1.10"),
+        ("(TRADES step + armor-kl alone) / TRADES step", 1 + parts["armor-kl"] / t["trades"], "<= 1.05"),
+        ("(TRADES step + armor-alpha alone) / TRADES step", 1 + parts["armor-alpha"] / t["trades"], "<= 1.05"),
+        ("(TRADES step + triplet-sa alone) / TRADES step", 1 + parts["triplet-sa"] / t["trades"], "<= 1.10"),
     ]
     print(f"model {args.model}, batch {args.batch_size}, K={k}, device {args.device}, "
           f"torch threads {torch.get_num_threads()}")
