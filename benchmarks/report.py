@@ -28,7 +28,9 @@ def main() -> int:
         {k for r in recs for k in r["metrics"] if "_acc" in k}, key=lambda c: (c != "clean_acc", c))
     groups = defaultdict(list)
     for rec in recs:
-        key = (rec["model"], rec["method"]) + ((rec["seed"], rec["record_id"]) if args.by_seed else ())
+        training = rec.get("training") or {}
+        method = rec["method"] + (f" (delta {training['delta']:g})" if training.get("threat") == "w2" else "")
+        key = (rec["model"], method) + ((rec["seed"], rec["record_id"]) if args.by_seed else ())
         groups[key].append(rec)
     print("| model | method | seeds | n | " + " | ".join(columns) + " |")
     print("|---" * (4 + len(columns)) + "|")
