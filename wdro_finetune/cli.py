@@ -250,11 +250,11 @@ def _run_leaderboard(args: argparse.Namespace) -> int:
 
     from .results.leaderboard import build_leaderboards
     from .results.records import RECORDS_FILE
-    from .utils.fileio import ensure_writable_dir
+    from .utils.fileio import check_can_create_dir
 
     if not (Path(args.records) / RECORDS_FILE).is_file():
         raise UserError(f"no records at {Path(args.records) / RECORDS_FILE}")
-    ensure_writable_dir(args.out)
+    check_can_create_dir(args.out)
     for path in build_leaderboards(args.records, args.out):
         print(path)
     return 0
@@ -366,4 +366,10 @@ _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
 }
 
 if __name__ == "__main__":
+    # `python -m` puts the current folder first on sys.path, where any file (yaml.py, a stray evil.py) would
+    # shadow a dependency or be imported as a plugin; import nothing from it, like the console script
+    import os
+
+    if not sys.flags.safe_path and sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
     sys.exit(main())

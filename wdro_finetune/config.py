@@ -113,6 +113,18 @@ def check_eps(eps: float, threat_model: ThreatModel, name: str = "eps") -> float
     return eps
 
 
+def check_device(device: str) -> str:
+    """``cpu``, ``mps`` or ``cuda[:i]`` (CUDA only where it is available); UserError otherwise."""
+    if not re.fullmatch(r"cpu|mps|cuda(:[0-9]+)?", device):
+        raise UserError(f"unknown device {device!r}; use cpu or cuda[:i]")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device} requested but CUDA is not available; use --device cpu")
+    return device
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) mapping; keys use underscores."""
     path = Path(path)

@@ -73,6 +73,8 @@ def load_sweep(path: str | Path) -> Sweep:
     ids = [j.job_id for j in jobs]
     if len(set(ids)) != len(ids):
         raise UserError(f"sweep file {path} lists the same job twice")
+    for job in jobs:
+        _check_job(job, path)
     return Sweep(records, runs, sorted(jobs, key=lambda j: j.job_id))
 
 
@@ -83,16 +85,59 @@ def _read(path: Path) -> dict:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise UserError(f"sweep file {path} is malformed: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"sweep file {path} is not UTF-8 text") from None
     if not isinstance(spec, dict) or not spec.get("methods") or not (spec.get("models") or all(
             isinstance(m, dict) and m.get("models") for m in spec.get("methods") or [])):
         raise UserError(f"sweep file {path} needs 'models' and a non-empty 'methods' list")
     unknown = set(spec) - _TOP_KEYS
     if unknown:
         raise UserError(f"sweep file {path}: unknown key(s) {', '.join(sorted(unknown))}")
+    if not isinstance(spec["methods"], list):
+        raise UserError(f"sweep file {path}: 'methods' must be a list")
     for method in spec["methods"]:
         if not isinstance(method, dict) or "name" not in method or set(method) - _METHOD_KEYS:
             raise UserError(f"sweep file {path}: each method needs a 'name' and only {sorted(_METHOD_KEYS)}")
+    for where, part in [("", spec)] + [(f"method {m['name']!r}: ", m) for m in spec["methods"]]:
+        _check_types(path, where, part)
     return spec
+
+
+def _check_types(path: Path, where: str, part: dict) -> None:
+    """Strings, lists of names / integer seeds and option mappings where the format has them."""
+    def fail(key: str, what: str) -> None:
+        raise UserError(f"sweep file {path}: {where}'{key}' must be {what}, got {part[key]!r}")
+
+    for key in ("records", "runs", "name", "description"):
+        if key in part and not isinstance(part[key], str):
+            fail(key, "a string")
+    if "models" in part and not (isinstance(part["models"], list) and part["models"]
+                                 and all(isinstance(m, str) and m for m in part["models"])):
+        fail("models", "a non-empty list of model names")
+    if "seeds" in part and not (isinstance(part["seeds"], list) and part["seeds"]
+                                and all(isinstance(v, int) and not isinstance(v, bool) for v in part["seeds"])):
+        fail("seeds", "a non-empty list of integers")
+    for key in ("common", "evaluate", "finetune"):
+        if part.get(key) is not None and not isinstance(part[key], dict):
+            fail(key, "a mapping of option names to values")
+
+
+def _check_job(job: Job, path: Path) -> None:
+    """Every job's options are validated before any job runs: a typo fails the sweep at once, not hours in."""
+    from .config import check_known_keys
+    from .evaluate.runner import make_eval_config, option_names
+    from .train.config import FinetuneConfig, make_finetune_config
+
+    try:
+        if not job.evaluate.get("dataset"):
+            raise UserError("no dataset (set it in 'common' or 'evaluate')")
+        check_known_keys(job.evaluate, option_names(), "evaluate options")
+        make_eval_config(job.evaluate)
+        if job.finetune is not None:
+            check_known_keys(job.finetune, set(FinetuneConfig.__dataclass_fields__), "finetune options")
+            make_finetune_config(job.finetune)
+    except UserError as exc:
+        raise UserError(f"sweep file {path}, job {job.model} / {job.method} / seed {job.seed}: {exc}") from None
 
 
 def _job(spec: dict, method: dict, model: str, seed: int, runs: Path) -> Job:

@@ -10,6 +10,7 @@ the FIRST n examples in official order (RobustBench convention).
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -103,7 +104,7 @@ def _holds_at_least(path: Path, n: int) -> bool:
     try:
         with np.load(path) as data:
             return int(data["y"].shape[0]) >= n
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
         raise UserError(f"data file {path} is unreadable or corrupt ({type(exc).__name__})") from None
 
 
@@ -111,7 +112,7 @@ def _load_npz(path: Path, dataset: Dataset, split: str, n: int | None) -> DataSp
     try:
         with np.load(path) as data:
             x, y = data["x"][:n], data["y"][:n]
-    except (OSError, KeyError, ValueError, EOFError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"data file {path} is unreadable or corrupt ({type(exc).__name__})") from None
     return DataSplit(images_to_tensor(x), torch.as_tensor(y.astype(np.int64)), dataset, split, str(path),
                      sha256_file(path), lossy=path.name == CIFAR10_LOSSY)

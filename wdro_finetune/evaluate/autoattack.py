@@ -76,6 +76,8 @@ class AutoAttackMetric(Metric):
     @classmethod
     def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
         version = values.get("aa_version") or ("custom" if values.get("aa_attacks") else "standard")
+        if version not in VERSIONS:  # a config file, or finetune --aa-version, bypasses argparse's choices
+            raise UserError(f"unknown AutoAttack version {version!r}; choose one of {', '.join(VERSIONS)}")
         raw = values.get("aa_attacks") or ""
         items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")  # a config file may give a list
         attacks = tuple(str(a).strip() for a in items if str(a).strip())

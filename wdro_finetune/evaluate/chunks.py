@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -49,7 +50,7 @@ def _load_state(path: Path | None, n: int, n_chunks: int) -> tuple[np.ndarray, n
                 flags, done = data["flags"].astype(bool), data["done"].astype(bool)
             if flags.shape == (n,) and done.shape == (n_chunks,):
                 return flags, done
-        except (OSError, KeyError, ValueError, EOFError):
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             log.warning("ignoring unreadable partial state %s", path)
     return np.zeros(n, dtype=bool), np.zeros(n_chunks, dtype=bool)
 

@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..models import LoadedModel, load_model
 from ..results.provenance import git_commit, package_versions, utc_now
 from ..results.records import append_record, save_per_example, stable_hash
-from ..utils.fileio import ensure_writable_dir
+from ..utils.fileio import check_can_create_dir, ensure_writable_dir
 from . import autoattack, clean, invariance, wdro  # noqa: F401  (register the built-in metrics)
 from .metric import METRICS, EvalContext, MetricOutput
 from .values import MetricValue
@@ -118,7 +118,7 @@ def _int_option(options: dict[str, Any], name: str, default: int) -> int:
 
 def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: bool = False) -> EvalResult:
     """Run every metric of ``config`` and append one record to ``<records>/records.jsonl``."""
-    records_dir = ensure_writable_dir(config.records)
+    check_can_create_dir(config.records)  # fail fast; create nothing until the model and data are loaded
     started, t0 = utc_now(), time.perf_counter()
     metrics = [METRICS.get(name)(**config.metric_options.get(name, {})) for name in config.metrics]
     # data first: a missing test split fails before a (possibly long) model download
@@ -128,6 +128,7 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: 
                                  checkpoint=config.checkpoint, model_dir=config.model_dir,
                                  trust_checkpoint=config.trust_checkpoint)
     record = _record_head(config, loaded, data)
+    records_dir = ensure_writable_dir(config.records)
     state_dir = records_dir / "partial" / record["record_id"]
     ctx = EvalContext(model=loaded.module.to(config.device).eval(), data=data, dataset=config.dataset,
                       threat_model=config.threat_model, eps=config.eps, device=config.device,

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..attacks.bounds import accuracy_ratio_bounds, clean_sensitivity
 from ..attacks.wasserstein import w_pgd
-from ..config import ThreatModel, parse_number_list
+from ..config import ThreatModel, parse_number_list, parse_threat_model
 from ..errors import UserError
 from ..utils.fileio import atomic_write_text
 from .metric import METRICS, EvalContext, Metric, MetricOutput
@@ -60,6 +60,8 @@ class WdroMetric(Metric):
 
     @classmethod
     def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if parse_threat_model(values.get("threat_model") or "Linf") not in DEFAULT_DELTAS:  # before any loading
+            raise UserError("the wdro metric needs --threat-model Linf or L2")
         p = str(values.get("wdro_p") or "2")
         if p not in ("2", "inf"):
             raise UserError(f"--wdro-p must be 2 or inf, got {p}")
@@ -67,7 +69,11 @@ class WdroMetric(Metric):
         deltas = list(parse_number_list(deltas, "--delta")) if deltas is not None else None
         if deltas is not None and any(not 0 < d <= 1.0 for d in deltas):
             raise UserError(f"--delta values must lie in (0, 1], got {deltas}")
-        steps = int(values.get("wdro_steps") or 50)
+        steps = values.get("wdro_steps")
+        try:  # 0 is a value (an error below), not "unset"
+            steps = 50 if steps is None else int(steps)
+        except (TypeError, ValueError):
+            raise UserError(f"--wdro-steps must be an integer, got {steps!r}") from None
         if steps < 1:
             raise UserError(f"--wdro-steps must be >= 1, got {steps}")
         loss = values.get("wdro_loss") or "redlr"

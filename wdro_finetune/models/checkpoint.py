@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -40,12 +42,15 @@ def _load_raw(path: Path, trust: bool) -> object:
         except (SafetensorError, ValueError, RuntimeError) as exc:
             raise UserError(f"checkpoint {path} is not a valid safetensors file ({exc})") from None
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():  # torch warns (2 lines on stderr) about the protocol of odd files
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         if not trust and "weights_only" in str(exc):
-            raise UserError(
-                f"checkpoint {path} contains pickled objects that could run code; refusing to load it "
-                f"(re-save it as safetensors, or pass --trust-checkpoint if you trust its author)") from None
+            what = "contains pickled objects that could run code" if "GLOBAL" in str(exc) else \
+                "is corrupt, or holds pickled data beyond plain tensors that could run code"
+            raise UserError(f"checkpoint {path} {what}; refusing to load it (re-save it as safetensors, "
+                            f"or pass --trust-checkpoint if you trust its author)") from None
         raise UserError(f"checkpoint {path} is corrupt or not a torch file") from None
     except Exception as exc:  # torch.load on arbitrary bytes raises arbitrary types (IndexError, KeyError, ...)
         raise UserError(f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__})") from None
@@ -109,7 +114,21 @@ def save_safetensors(model_or_state: nn.Module | Mapping[str, torch.Tensor], pat
     """Atomically write weights as safetensors (contiguous CPU copies)."""
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    return atomic_write_bytes(path, st_save_bytes(tensors, metadata=dict(metadata or {})))
+    return atomic_write_bytes(path, _sorted_metadata(st_save_bytes(tensors, metadata=dict(metadata or {}))))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """safetensors writes ``__metadata__`` in hash order, which differs from process to process: sort it,
+    so the same weights always give the same bytes (and the same sha256 in records and record ids)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    if len(header.get("__metadata__") or {}) < 2:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > size:  # cannot happen (same content, another order); keep the library's bytes
+        return data
+    return data[:8] + text + b" " * (size - len(text)) + data[8 + size:]
 
 
 def save_robustbench_layout(model: nn.Module, model_dir: str | Path, dataset: str, threat_model: str,

@@ -10,8 +10,8 @@ from fractions import Fraction
 from collections import defaultdict
 from pathlib import Path
 
-from ..utils.fileio import atomic_write_text
-from .records import latest_by_id, read_records
+from ..utils.fileio import atomic_write_text, folder_lock
+from .records import check_record, latest_by_id, read_records
 
 LEADING = ["model", "method", "source", "clean_acc", "clean_acc_lo", "clean_acc_hi",
            "autoattack_acc", "autoattack_acc_lo", "autoattack_acc_hi", "aa_version", "n_examples", "eps", "seed"]
@@ -19,11 +19,24 @@ TRAILING = ["data_file", "record_id"]
 
 
 def build_leaderboards(records_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write one CSV per (dataset, threat model) found in the records, and README.md. Returns paths."""
-    out_dir = Path(out_dir)
+    """Write one CSV per (dataset, threat model) found in the records, and README.md. Returns paths.
+
+    Rebuilds of one folder take turns (a lock on the folder from reading the records to the last write), so a
+    rebuild that read fewer records can never land after, and overwrite, one that read more."""
+    _groups(records_dir)  # corrupt records fail before the output folder is created
+    with folder_lock(out_dir):
+        return _write(_groups(records_dir), Path(out_dir))
+
+
+def _groups(records_dir: str | Path) -> dict[tuple[str, str], list[dict]]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for rec in latest_by_id(read_records(records_dir)):
+        check_record(rec, records_dir)
         groups[(rec["dataset"], rec["threat_model"])].append(rec)
+    return groups
+
+
+def _write(groups: dict[tuple[str, str], list[dict]], out_dir: Path) -> list[Path]:
     written, sections = [], []
     for (dataset, threat), recs in sorted(groups.items()):
         rows = sorted((record_to_row(r) for r in recs), key=_sort_key)

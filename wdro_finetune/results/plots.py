@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
 
 from ..errors import UserError
-from .records import latest_by_id, read_records
+from ..utils.fileio import atomic_write_bytes
+from .records import check_record, latest_by_id, read_records
 
 
 def robustness_curve(records_dir: str | Path, dataset: str, threat_model: str, out: str | Path) -> Path:
@@ -39,11 +41,17 @@ def robustness_curve(records_dir: str | Path, dataset: str, threat_model: str, o
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format=Path(out).suffix.lower().lstrip(".") or "png")
+    except ValueError as exc:  # e.g. an unknown file type
+        raise UserError(f"cannot write {out}: {str(exc).splitlines()[0]}") from None
+    finally:
+        plt.close(fig)
+    try:
+        return atomic_write_bytes(out, buffer.getvalue())  # a reader never sees half a PNG
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 def collect_curves(records_dir: str | Path, dataset: str, threat_model: str
@@ -51,7 +59,7 @@ def collect_curves(records_dir: str | Path, dataset: str, threat_model: str
     """{(model, method): {'w2'|'winf': [(delta, acc, lo, hi), ...]}} with (0, clean) as the first point."""
     curves: dict = defaultdict(lambda: defaultdict(dict))
     for rec in latest_by_id(read_records(records_dir)):
-        if rec.get("dataset") != dataset or rec.get("threat_model") != threat_model:
+        if check_record(rec, records_dir)["dataset"] != dataset or rec["threat_model"] != threat_model:
             continue
         metrics = rec.get("metrics", {})
         key = (rec["model"], rec["method"])

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..errors import UserError
 from ..utils.fileio import append_line_locked, atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,19 @@ def read_records(records_dir: str | Path) -> list[dict]:
         if isinstance(record, dict) and "record_id" in record:
             out.append(record)
     return out
+
+
+def check_record(rec: dict, records_dir: str | Path) -> dict:
+    """``rec`` if it has what leaderboards and plots read; UserError naming the record otherwise
+    (a hand-edited or foreign line: the records file is corrupt)."""
+    where = f"record {rec.get('record_id')!r} in {Path(records_dir) / RECORDS_FILE}"
+    for key in ("model", "method", "dataset", "threat_model"):
+        if not isinstance(rec.get(key), str):
+            raise UserError(f"{where} has no {key}: the records file is corrupt")
+    metrics = rec.get("metrics")
+    if not isinstance(metrics, dict) or not all(isinstance(v, dict) and "value" in v for v in metrics.values()):
+        raise UserError(f"{where} has malformed metrics: the records file is corrupt")
+    return rec
 
 
 def latest_by_id(records: Iterable[dict]) -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,7 +32,23 @@ def save_checkpoint(out: str | Path, state: dict, step: int, keep: int = 2) -> P
     atomic_write_text(folder / LATEST, path.name + "\n")
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
+    for stale in folder.glob(".step_*.pt.*.tmp"):  # left by a process killed while writing (one writer per run)
+        stale.unlink(missing_ok=True)
     return path
+
+
+def discard_checkpoint(out: str | Path, step: int) -> Path | None:
+    """Delete ``checkpoints/step_<step>.pt`` if it exists and point ``latest`` at the newest remaining
+    checkpoint, which is returned (None if none is left). For a checkpoint whose weights gave a
+    non-finite loss: resuming from it would fail again whatever the learning rate."""
+    folder = checkpoint_dir(out)
+    (folder / f"step_{step:08d}.pt").unlink(missing_ok=True)
+    remaining = sorted(folder.glob("step_*.pt"))
+    if remaining:
+        atomic_write_text(folder / LATEST, remaining[-1].name + "\n")
+        return remaining[-1]
+    (folder / LATEST).unlink(missing_ok=True)
+    return None
 
 
 def load_latest_checkpoint(out: str | Path) -> tuple[dict, Path] | None:
@@ -44,11 +61,19 @@ def load_latest_checkpoint(out: str | Path) -> tuple[dict, Path] | None:
     if named.is_file():
         first = folder / named.read_text().strip()
         candidates = [first] + [c for c in candidates if c != first]
+    problems = []
     for path in candidates:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True), path
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            log.warning("checkpoint %s unreadable (%s); trying an older one", path, type(exc).__name__)
+            with warnings.catch_warnings():  # torch warns about the pickle protocol of odd files
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                return torch.load(path, map_location="cpu", weights_only=True), path
+        except pickle.UnpicklingError as exc:
+            problem = "pickled objects that could run code, refused" if "GLOBAL" in str(exc) else \
+                "corrupt or not weights-only, refused"
+        except Exception as exc:  # torch.load on damaged bytes raises many types (OSError, RuntimeError, KeyError...)
+            problem = type(exc).__name__
+        log.warning("checkpoint %s unreadable (%s); trying an older one", path, problem)
+        problems.append(f"{path.name}: {problem}")
     if candidates:
-        raise UserError(f"no readable checkpoint in {folder}")
+        raise UserError(f"no readable checkpoint in {folder} ({'; '.join(problems)})")
     return None

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import (Dataset, ThreatModel, check_eps, default_eps, parse_dataset, parse_number,
+from ..config import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
                       parse_threat_model, to_jsonable)
 from ..errors import UserError
 
@@ -110,7 +110,21 @@ def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
     _check_ranges(values)
     if values.get("threat") == "w2" and values.get("delta") is None:
         values["delta"] = eps
-    return FinetuneConfig(**values)
+    config = FinetuneConfig(**values)
+    check_device(config.device)
+    if config.eval_after:  # checked now, not after hours of training
+        from ..evaluate.runner import make_eval_config  # (registers the metrics)
+
+        make_eval_config(eval_after_options(config))
+    return config
+
+
+def eval_after_options(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Options of the ``--eval-after`` evaluation (input of ``evaluate.runner.make_eval_config``); the
+    engine adds the fine-tuned model's identity (source, method, checkpoint, training)."""
+    return {"model": cfg.model, "dataset": cfg.dataset.value, "threat_model": cfg.threat_model.value, "eps": cfg.eps,
+            "n_examples": cfg.n_eval, "metrics": ",".join(cfg.eval_after), "device": cfg.device, "seed": cfg.seed,
+            "records": cfg.records, "data_dir": cfg.data_dir, "aa_version": cfg.aa_version}
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +170,7 @@ def _check_ranges(values: dict[str, Any]) -> None:
     if values.get("epochs") is None and values.get("steps") is None:
         values["steps"] = 500
     positive = ("inner_steps", "epochs", "steps", "batch_size", "train_subset", "checkpoint_every", "lr", "n_eval",
-                "triplet_pool")
+                "triplet_pool", "armor_lr")
     for key in positive:
         if values.get(key) is not None and values[key] <= 0:
             raise UserError(f"--{key.replace('_', '-')} must be > 0, got {values[key]}")

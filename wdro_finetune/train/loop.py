@@ -8,6 +8,7 @@ uninterrupted run on the CPU. Outputs in ``<out>``: ``model.safetensors``, a Rob
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -29,9 +30,10 @@ from ..methods.factory import build_objective
 from ..models import LoadedModel, load_model
 from ..models.checkpoint import save_robustbench_layout, save_safetensors
 from ..results.provenance import git_commit, package_versions, utc_now
-from ..utils.fileio import append_line_locked, atomic_write_text, ensure_writable_dir, sha256_file
-from .checkpoints import load_latest_checkpoint, save_checkpoint
-from .config import RESUMABLE_CHANGES, FinetuneConfig
+from ..utils.fileio import (append_line_locked, atomic_write_text, check_can_create_dir, ensure_writable_dir,
+                             sha256_file)
+from .checkpoints import discard_checkpoint, load_latest_checkpoint, save_checkpoint
+from .config import RESUMABLE_CHANGES, FinetuneConfig, eval_after_options
 from .data import TrainStream, augments, load_train_data
 from .distributed import DistInfo, barrier, init_distributed, mean_over_ranks, unwrap, wrap_model
 from .schedule import build_optimizer, build_scheduler
@@ -45,7 +47,7 @@ class TrainingInterrupted(Exception):
 
 
 class TrainingDiverged(UserError):
-    """A non-finite loss; nothing was written for that step."""
+    """A non-finite loss; no checkpoint of that step is kept (its weights gave that loss)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = False) -> FinetuneResult:
     dist_info = init_distributed(cfg.device)
     out = Path(cfg.out)
     if dist_info.is_main:
-        ensure_writable_dir(out)
+        check_can_create_dir(out)  # fail before any download; create nothing until the inputs are all loaded
     saved = _resume_state(cfg, out)
     torch.manual_seed(cfg.seed)
     base = load_model(cfg.model, cfg.dataset, cfg.threat_model, source=cfg.source, checkpoint=cfg.checkpoint,
@@ -90,6 +92,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = False) -> FinetuneResult:
     model = wrap_model(module, dist_info, cfg.device)
     run = _Run(cfg, out, dist_info, model, objective, optimizer, scheduler, stream, holdout, total, base, progress)
     if dist_info.is_main:
+        ensure_writable_dir(out)
         run.write_run_json("running", start)
     run.train(start)
     return run.finish()
@@ -153,8 +156,13 @@ def _restore(saved: dict, module, objective, optimizer, scheduler, cfg: Finetune
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
-    """The seed of everything random in one optimiser step on one rank."""
-    return hash((seed, step, rank, "step")) & 0x7FFFFFFF
+    """The seed of everything random in one optimiser step on one rank.
+
+    The same in every process: Python's ``hash()`` of a str is salted per process (PYTHONHASHSEED), so
+    it must not be used here, or a run resumed in a new process would not reproduce the weights.
+    """
+    digest = hashlib.sha256(f"{seed}:{step}:{rank}:step".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 class _Run:
@@ -204,8 +212,7 @@ class _Run:
         with self._autocast():
             result = self.objective(self.model, x, y, generator)
         if not torch.isfinite(result.loss):
-            raise TrainingDiverged(f"non-finite loss at step {self.step}; the last good checkpoint is in "
-                                   f"{self.out / 'checkpoints'}: lower --lr and continue with --resume")
+            raise TrainingDiverged(self._diverged_message())
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         if self.cfg.grad_clip:
@@ -217,6 +224,16 @@ class _Run:
             adv_acc = (result.out.logits_adv.argmax(1) == y).float().mean().item()
         return dict(result.stats, loss=result.loss.item(), clean_acc=clean_acc, adv_acc=adv_acc,
                     img_per_s=len(y) * self.dist.world / max(1e-9, time.perf_counter() - t))
+
+    def _diverged_message(self) -> str:
+        """A checkpoint of this very step holds the weights that gave the non-finite loss: resuming from it
+        would fail again at any learning rate, so it is deleted and ``latest`` names the one before."""
+        good = discard_checkpoint(self.out, self.step) if self.dist.is_main else None
+        if good is None and self.dist.is_main:
+            return (f"non-finite loss at step {self.step} and no earlier checkpoint to resume from: "
+                    f"lower --lr and start again")
+        return (f"non-finite loss at step {self.step}; the last good checkpoint is {good or self.out / 'checkpoints'}"
+                f": lower --lr and continue with --resume")
 
     def _autocast(self):
         amp = self.cfg.amp if self.cfg.amp is not None else self.cfg.device.startswith("cuda")
@@ -314,12 +331,8 @@ class _Run:
     def _evaluate(self, module: nn.Module, model_path: Path) -> list[dict]:
         from ..evaluate.runner import evaluate, make_eval_config
 
-        options = {"model": self.cfg.model, "source": self.base.source, "dataset": self.cfg.dataset.value,
-                   "threat_model": self.cfg.threat_model.value, "eps": self.cfg.eps, "n_examples": self.cfg.n_eval,
-                   "metrics": ",".join(self.cfg.eval_after), "device": self.cfg.device, "seed": self.cfg.seed,
-                   "records": self.cfg.records, "data_dir": self.cfg.data_dir, "method": self.objective.label,
-                   "aa_version": self.cfg.aa_version, "checkpoint": str(model_path),
-                   "training": {**self.cfg.to_json(), "steps_done": self.step}}
+        options = {**eval_after_options(self.cfg), "source": self.base.source, "method": self.objective.label,
+                   "checkpoint": str(model_path), "training": {**self.cfg.to_json(), "steps_done": self.step}}
         loaded = LoadedModel(module, self.cfg.model, self.base.source, str(model_path), sha256_file(model_path))
         with torch.random.fork_rng(devices=[]):
             return [evaluate(make_eval_config(options), model=loaded, progress=self.progress).record]

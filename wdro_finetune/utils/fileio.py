@@ -78,6 +78,20 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def folder_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Exclusive advisory lock on the folder ``path`` itself (created if missing; no lock file is left in
+    it), held for the ``with`` block."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def append_line_locked(path: str | os.PathLike, line: str) -> None:
     """Append one line to ``path`` under an exclusive lock, fsynced: concurrent writers never
     interleave or lose lines."""
@@ -89,6 +103,25 @@ def append_line_locked(path: str | os.PathLike, line: str) -> None:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def check_can_create_dir(path: str | os.PathLike) -> Path:
+    """UserError unless ``path`` is a writable folder or could be created as one; creates nothing (so a
+    run can fail fast, before any download, without leaving an empty folder behind)."""
+    from ..errors import UserError
+
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise UserError(f"output folder {path} is not a folder")
+    if not existing.is_dir():
+        raise UserError(f"cannot create output folder {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {path} is not writable" if existing == path else
+                        f"cannot create output folder {path}: {existing} is not writable")
+    return path
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
