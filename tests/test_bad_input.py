@@ -134,6 +134,12 @@ CASES = [
     ("demo-n-examples-not-an-integer", ["demo", "--n-examples", "many"], "many"),
     ("demo-n-examples-beyond-test-split", ["demo", "--n-examples", "20000"], "20000"),
     ("demo-out-under-a-file", ["demo", "--out", "afile/demo"], "afile"),
+    # ---- invariance
+    ("invariance-unknown-action", ["invariance", "make"], "make"),
+    ("invariance-not-mnist", ["invariance", "generate", "--dataset", "cifar10", "--out", "inv"], "MNIST"),
+    ("invariance-eps-out-of-range", ["invariance", "generate", "--eps", "2", "--out", "inv"], "eps"),
+    ("invariance-n-zero", ["invariance", "generate", "--n", "0", "--out", "inv"], "--n"),
+    ("invariance-unknown-grid", ["invariance", "generate", "--grid", "huge"], "huge"),
 ]
 SUBPROCESS_CASES = ["models-unknown-dataset", "evaluate-truncated-npz", "finetune-corrupt-checkpoint",
                     "sweep-typo-in-job-options", "plot-out-under-a-file", "demo-n-examples-zero"]
@@ -227,7 +233,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_no_file(argv, expected, ws, ca
 
 def test_the_table_covers_every_subcommand_with_25_cases_or_more():
     firsts = {argv[0] for _, argv, _ in CASES}
-    assert {"models", "evaluate", "finetune", "leaderboard", "sweep", "plot", "demo"} <= firsts
+    assert {"models", "evaluate", "finetune", "leaderboard", "sweep", "plot", "demo", "invariance"} <= firsts
     assert len(CASES) >= 25 and len({c[0] for c in CASES}) == len(CASES)
 
 
