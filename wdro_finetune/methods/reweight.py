@@ -263,7 +263,19 @@ class ArmorKL(Aggregator):
         return hits
 
 
-class ArmorKLLearned(Aggregator):
+class _LearnedLambda(Aggregator):
+    """Aggregators with a learned lambda = softplus(raw_lambda) + lambda_min > 0."""
+
+    raw_lambda: nn.Parameter
+    lambda_min: float
+
+    @property
+    def lam(self) -> torch.Tensor:
+        """Current lambda > 0 (0-dim, with graph to raw_lambda)."""
+        return F.softplus(self.raw_lambda) + self.lambda_min
+
+
+class ArmorKLLearned(_LearnedLambda):
     """KL re-weighting with a learned lambda: eps * lambda + lambda * logmeanexp(L / lambda).
 
     lambda = softplus(raw) + lambda_min stays > 0 (the authors optimise lambda itself with Adam; for
@@ -279,11 +291,6 @@ class ArmorKLLearned(Aggregator):
         self.eps, self.lambda_min = float(eps), float(lambda_min)
         self.raw_lambda = nn.Parameter(torch.tensor(_inverse_softplus(lambda0 - lambda_min)))
 
-    @property
-    def lam(self) -> torch.Tensor:
-        """Current lambda > 0 (0-dim, with graph to raw_lambda)."""
-        return F.softplus(self.raw_lambda) + self.lambda_min
-
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
         _check_losses(losses)
         lam = self.lam
@@ -297,7 +304,7 @@ class ArmorKLLearned(Aggregator):
         return {"lambda": self.lam.detach()}
 
 
-class ArmorAlpha(Aggregator):
+class ArmorAlpha(_LearnedLambda):
     """alpha-divergence re-weighting (alpha > 1) with learned lambda > 0 and nu:
 
     f*(y) = (1/alpha) (alpha-1)^(alpha/(alpha-1)) relu(y)^(alpha/(alpha-1)) + 1/(alpha (alpha-1)),
@@ -318,11 +325,6 @@ class ArmorAlpha(Aggregator):
         self.eps, self.alpha, self.lambda_min = float(eps), float(alpha), float(lambda_min)
         self.raw_lambda = nn.Parameter(torch.tensor(_inverse_softplus(lambda0 - lambda_min)))
         self.nu = nn.Parameter(torch.tensor(float(nu0)))
-
-    @property
-    def lam(self) -> torch.Tensor:
-        """Current lambda > 0 (0-dim, with graph to raw_lambda)."""
-        return F.softplus(self.raw_lambda) + self.lambda_min
 
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
         _check_losses(losses)
