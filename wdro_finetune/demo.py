@@ -16,8 +16,7 @@ from pathlib import Path
 from .evaluate.runner import evaluate, make_eval_config
 from .results.leaderboard import build_leaderboards
 from .results.plots import robustness_curve
-from .train.config import make_finetune_config
-from .train.loop import finetune
+from .train.loop import finetune_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +38,7 @@ def run_demo(out: str | Path, n_examples: int = 500, progress: bool = False) -> 
                         progress=progress).record]
     run_dir = out / "finetune"
     model_path = run_dir / "model.safetensors"
-    if not model_path.is_file():
-        resume = (run_dir / "checkpoints" / "latest").is_file()
-        result = finetune(make_finetune_config(dict(FINETUNE, out=str(run_dir), resume=resume)), progress=progress)
-        label = result.label
-    else:
-        import json
-
-        label = json.loads((run_dir / "run.json").read_text())["label"]
-    cfg = make_finetune_config(dict(FINETUNE, out=str(run_dir)))
+    cfg, label = finetune_or_reuse(dict(FINETUNE, out=str(run_dir)), progress=progress)
     records.append(evaluate(make_eval_config(dict(common, model="mnist-smallcnn", source="builtin",
                                                   checkpoint=str(model_path), method=label,
                                                   training=cfg.to_json())), progress=progress).record)

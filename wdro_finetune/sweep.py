@@ -177,35 +177,14 @@ def pending_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1)) -> list[Job]:
 def run_job(job: Job, records: Path, progress: bool = False) -> dict:
     """Fine-tune (resuming if a previous attempt left checkpoints), then evaluate; returns the record."""
     from .evaluate.runner import evaluate, make_eval_config
-    from .train.checkpoints import load_latest_checkpoint
-    from .train.config import make_finetune_config
-    from .train.loop import finetune
+    from .train.loop import finetune_or_reuse
 
     options = copy.deepcopy(job.evaluate)
     options.update(records=str(records), job_id=job.job_id)
     if job.finetune is not None:
-        ft_options = dict(job.finetune)
-        out = Path(ft_options["out"])
-        ft_options["resume"] = load_latest_checkpoint(out) is not None
-        result = None
-        if not (out / "model.safetensors").is_file() or ft_options["resume"] and not _finished(out):
-            result = finetune(make_finetune_config(ft_options), progress=progress)
-        ft_cfg = make_finetune_config({**ft_options, "resume": False})
-        label = result.label if result else _label_of(out)
-        options.update(method=label, checkpoint=str(out / "model.safetensors"), training=ft_cfg.to_json())
+        ft_cfg, label = finetune_or_reuse(job.finetune, progress=progress)
+        options.update(method=label, checkpoint=str(Path(ft_cfg.out) / "model.safetensors"),
+                       training=ft_cfg.to_json())
         if ft_cfg.source:
             options["source"] = ft_cfg.source
     return evaluate(make_eval_config(options), progress=progress).record
-
-
-def _finished(out: Path) -> bool:
-    import json
-
-    run = out / "run.json"
-    return run.is_file() and json.loads(run.read_text()).get("status") == "finished"
-
-
-def _label_of(out: Path) -> str:
-    import json
-
-    return json.loads((out / "run.json").read_text())["label"]

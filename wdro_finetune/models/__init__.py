@@ -21,7 +21,7 @@ from ..registry import unknown_name_message
 from ..utils.fileio import sha256_file
 from . import plugins, robustbench_zoo, timm_models
 from .builtin import BUILTIN_MODELS
-from .checkpoint import load_weights_into, read_state_dict
+from .checkpoint import load_state_into, load_weights_into, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def load_model(name: str, dataset: Dataset, threat_model: ThreatModel, *, source
     if weights is None and source == "builtin" and pretrained:
         weights = _bundled_weights(name)
     if weights is not None:
-        load_weights_into(_weights_target(module, source, weights, trust_checkpoint), weights, trust=trust_checkpoint)
+        state = read_state_dict(weights, trust=trust_checkpoint)
+        load_state_into(_weights_target(module, source, state), state, weights)
     return LoadedModel(module.eval(), name, source, str(weights) if weights else None,
                        sha256_file(weights) if weights else None)
 
@@ -87,13 +88,11 @@ def _load_robustbench(name, dataset, threat_model, checkpoint, model_dir, layout
     return LoadedModel(module.eval(), name, "robustbench", str(weights) if sha else None, sha)
 
 
-def _weights_target(module: nn.Module, source: str, weights: Path, trust: bool) -> nn.Module:
-    """The module a weight file belongs to: a timm checkpoint of the bare network (no ``0.mean`` /
-    ``1.`` keys of our normalisation wrapper) goes into the wrapped network."""
-    if source == "timm" and isinstance(module, nn.Sequential):
-        keys = read_state_dict(weights, trust=trust).keys()
-        if not any(k.startswith("1.") for k in keys):
-            return module[1]
+def _weights_target(module: nn.Module, source: str, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The module a state dict belongs to: a timm checkpoint of the bare network (no ``1.`` keys of our
+    normalisation wrapper) goes into the wrapped network."""
+    if source == "timm" and isinstance(module, nn.Sequential) and not any(k.startswith("1.") for k in state):
+        return module[1]
     return module
 
 

@@ -81,12 +81,16 @@ def strip_leading_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> di
 
 
 def load_weights_into(model: nn.Module, path: str | Path, *, trust: bool = False) -> nn.Module:
-    """Load a weight file into ``model`` strictly; a mismatch is a one-line UserError.
+    """Load a weight file into ``model`` strictly; a mismatch is a one-line UserError."""
+    return load_state_into(model, read_state_dict(path, trust=trust), path)
+
+
+def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path) -> nn.Module:
+    """Load tensors read from ``path`` into ``model`` strictly; a mismatch is a one-line UserError.
 
     Keys and shapes are checked before anything is copied: on a mismatch ``model`` is left unchanged
     (``load_state_dict`` alone copies the matching tensors before it raises).
     """
-    state = read_state_dict(path, trust=trust)
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected:
         raise UserError(f"checkpoint {path} does not match the model: missing {missing[:3]}, "

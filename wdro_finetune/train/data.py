@@ -8,6 +8,7 @@ random crop (4-pixel zero padding) and a horizontal flip; MNIST none.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -52,8 +53,18 @@ class TrainStream:
         idx = self._order[index * self.local_batch:(index + 1) * self.local_batch]
         x, y = self.x[idx], self.y[idx]
         if self.augment:
-            x = crop_flip(x, torch.Generator().manual_seed(hash((self.seed, step, self.rank)) & 0x7FFFFFFF))
+            x = crop_flip(x, torch.Generator().manual_seed(step_seed(self.seed, step, self.rank, "augment")))
         return x, y
+
+
+def step_seed(seed: int, step: int, rank: int, purpose: str = "step") -> int:
+    """The seed of one kind of randomness (``purpose``) in one optimiser step on one rank.
+
+    The same in every process: Python's ``hash()`` of a str is salted per process (PYTHONHASHSEED), so
+    it must not be used here, or a run resumed in a new process would not reproduce the weights.
+    """
+    digest = hashlib.sha256(f"{seed}:{step}:{rank}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

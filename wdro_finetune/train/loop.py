@@ -8,10 +8,9 @@ uninterrupted run on the CPU. Outputs in ``<out>``: ``model.safetensors``, a Rob
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import logging
-import math
 import signal
 import time
 from contextlib import contextmanager, nullcontext
@@ -32,9 +31,9 @@ from ..models.checkpoint import save_robustbench_layout, save_safetensors
 from ..results.provenance import git_commit, package_versions, utc_now
 from ..utils.fileio import (append_line_locked, atomic_write_text, check_can_create_dir, ensure_writable_dir,
                              sha256_file)
-from .checkpoints import discard_checkpoint, load_latest_checkpoint, save_checkpoint
-from .config import RESUMABLE_CHANGES, FinetuneConfig, eval_after_options
-from .data import TrainStream, augments, load_train_data
+from .checkpoints import checkpoint_dir, discard_checkpoint, load_latest_checkpoint, save_checkpoint
+from .config import RESUMABLE_CHANGES, FinetuneConfig, eval_after_options, make_finetune_config
+from .data import TrainStream, augments, load_train_data, step_seed
 from .distributed import DistInfo, barrier, init_distributed, mean_over_ranks, unwrap, wrap_model
 from .schedule import build_optimizer, build_scheduler
 
@@ -98,6 +97,20 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = False) -> FinetuneResult:
     return run.finish()
 
 
+def finetune_or_reuse(options: dict, *, progress: bool = False) -> tuple[FinetuneConfig, str]:
+    """Fine-tune into ``options['out']``: reuse the run there if it finished, resume it from its
+    checkpoints if it was interrupted, else start it. Returns (config with resume off, method label)."""
+    out = Path(options["out"])
+    run_json = out / "run.json"
+    run = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    config = make_finetune_config({**options, "resume": False})
+    if run.get("status") == "finished" and (out / "model.safetensors").is_file():
+        return config, run["label"]
+    resume = any(checkpoint_dir(out).glob("step_*.pt"))
+    result = finetune(dataclasses.replace(config, resume=resume), progress=progress)
+    return config, result.label
+
+
 def apply_init(model: nn.Module, init: str, seed: int) -> None:
     """``continue`` (as is), ``reinit-head`` (re-initialise the last nn.Linear) or ``perturb:SIGMA``
     (w += SIGMA * std(w) * N(0, 1) for every weight tensor)."""
@@ -153,16 +166,6 @@ def _restore(saved: dict, module, objective, optimizer, scheduler, cfg: Finetune
             group["initial_lr"] = base_lr
             group["lr"] = base_lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
     return int(saved["step"])
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """The seed of everything random in one optimiser step on one rank.
-
-    The same in every process: Python's ``hash()`` of a str is salted per process (PYTHONHASHSEED), so
-    it must not be used here, or a run resumed in a new process would not reproduce the weights.
-    """
-    digest = hashlib.sha256(f"{seed}:{step}:{rank}:step".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 class _Run:
