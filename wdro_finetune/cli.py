@@ -171,6 +171,8 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threat", default=None, choices=THREATS,
                    help="pointwise eps-ball, or w2: W-DRO (W_2 ball of radius --delta over the batch)")
     g.add_argument("--delta", default=None, help="W_2 radius in [0,1] pixel units (default: eps)")
+    g.add_argument("--w2-budget-cap", default=None,
+                   help="with --threat w2: no image's budget exceeds this (>= delta; default: none)")
     g.add_argument("--beta", default=None, help="TRADES weight of the KL term (default 6)")
     g.add_argument("--inner-steps", default=None, type=int, help="attack steps of the inner maximisation (default 10)")
     g.add_argument("--init", default=None, help="continue | reinit-head | perturb:SIGMA (default continue)")

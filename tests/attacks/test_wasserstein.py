@@ -148,6 +148,42 @@ def test_rescaled_budgets_are_nonnegative_with_rms_delta(budgets, delta):
     assert rescaled.square().mean().sqrt().item() == pytest.approx(delta, abs=1e-9)
 
 
+@settings(max_examples=30, deadline=None)
+@given(budgets=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=16), delta=st.floats(0.01, 0.5),
+       cap_factor=st.floats(1.0, 4.0))
+def test_capped_budgets_keep_rms_delta_and_respect_the_cap(budgets, delta, cap_factor):
+    cap = delta * cap_factor
+    rescaled = rescale_budgets(torch.tensor(budgets, dtype=torch.float64), delta, cap)
+    assert (rescaled >= 0).all() and (rescaled <= cap + 1e-12).all()
+    rms = rescaled.square().mean().sqrt().item()
+    assert rms <= delta * TOLERANCE
+    fillable = sum(b > 0 for b in budgets) * cap**2 >= len(budgets) * delta**2 or not any(budgets)
+    if fillable:  # zero budgets stay zero, so the RMS reaches delta only if the others can hold it
+        assert rms == pytest.approx(delta, abs=1e-9)
+
+
+def test_capped_budgets_water_fill_by_hand():
+    # b = (4, 1, 1, 0) with delta^2 = 1, cap 1.5: the first saturates (1.5^2 = 2.25), the two ones share
+    # 4 - 2.25 = 1.75 equally -> sqrt(0.875) each, the zero stays zero.
+    rescaled = rescale_budgets(torch.tensor([4.0, 1.0, 1.0, 0.0], dtype=torch.float64), 1.0, 1.5)
+    expected = torch.tensor([1.5, math.sqrt(0.875), math.sqrt(0.875), 0.0], dtype=torch.float64)
+    torch.testing.assert_close(rescaled, expected)
+
+
+def test_w_pgd_budget_with_a_cap_bounds_every_perturbation(trained_model, mnist_test):
+    x = mnist_test[0][:128]
+    with torch.no_grad():
+        clean = trained_model(x)
+    objective = lambda logits: kl_divergence(clean, logits)  # noqa: E731
+    free = w_pgd_budget(trained_model, x, objective, delta=0.1, norm="Linf", steps=10,
+                        generator=torch.Generator().manual_seed(0))
+    capped = w_pgd_budget(trained_model, x, objective, delta=0.1, norm="Linf", steps=10, budget_cap=0.2,
+                          generator=torch.Generator().manual_seed(0))
+    assert per_sample_norm(free - x, "Linf").max() > 0.2  # without the cap the budget concentrates
+    assert per_sample_norm(capped - x, "Linf").max() <= 0.2 + 1e-6
+    assert dataset_distance(capped, x, norm="Linf") <= 0.1 * TOLERANCE
+
+
 def test_w_pgd_budget_finds_larger_kl_than_pointwise_pgd_at_the_same_radius(trained_model, mnist_test):
     x = mnist_test[0][:256]
     delta = 0.1

@@ -269,7 +269,7 @@ def _exponent_p(q: int) -> float:
 def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, delta: float,
                  norm: str = "Linf", steps: int = 10, step_size_dir: float = 0.3, momentum: float = 0.0,
                  eta: float | None = None, p: float = 2, start_std: float = 0.001, keep_best: bool = True,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 budget_cap: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Training inner maximiser over a (global) batch; returns x_adv (N, C, H, W) in [0, 1], detached.
 
     x'_i = clip_[0,1](x_i + b_i a_i), a_i in [-1, 1]^d ('Linf') or the unit l_2 ball ('L2'),
@@ -279,6 +279,9 @@ def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, del
     + momentum * (a - a_prev)) (l_2: normalised gradient, projection onto the unit ball); with
     g_b = dJ/db_i, b <- b + eta * g_b / sqrt(mean g_b^2) (the q = 2 dual step), b <- max(0, b)
     rescaled to sqrt(mean b^2) = delta; eta defaults to 4 delta / steps. p = inf keeps b_i = delta.
+    ``budget_cap`` (>= delta): also b_i <= cap (water-filling: the uncapped budgets are scaled up
+    until the RMS is delta again, or all non-zero budgets sit at the cap), so no image gets more than a
+    pointwise cap-ball perturbation.
     ``objective(logits_adv) -> (N,)``, e.g. KL to the clean logits. ``keep_best``: return the
     iterate (0..steps) with the largest mean objective, which costs one extra forward pass for the
     last iterate; otherwise return the last iterate (exactly ``steps`` forward + backward passes).
@@ -290,6 +293,8 @@ def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, del
     x0 = x.detach()
     if delta <= 0 or steps < 1:
         return x0.clone()
+    if budget_cap is not None and budget_cap < delta:
+        raise ValueError(f"budget_cap {budget_cap} < delta {delta}")
     eta = _BUDGET_STEP_FACTOR * delta / steps if eta is None else eta
     a = _initial_direction(x0, delta, norm, start_std, generator)
     budgets = torch.full((x0.shape[0],), float(delta), dtype=x0.dtype, device=x0.device)
@@ -302,7 +307,7 @@ def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, del
             best.offer(mean_value, x_adv)
             a, a_prev = _direction_step(a, a_prev, grad_a, step_size_dir, momentum, norm), a
             if q == 2:
-                budgets = _budget_step(budgets, grad_b, eta, delta, grad_b_square_mean)
+                budgets = _budget_step(budgets, grad_b, eta, delta, grad_b_square_mean, budget_cap)
         x_adv = _compose(x0, a, budgets)
         if not keep_best:
             return x_adv
@@ -311,15 +316,35 @@ def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, del
     return best.x
 
 
-def rescale_budgets(budgets: torch.Tensor, delta: float) -> torch.Tensor:
-    """max(0, b) rescaled so that sqrt(mean b^2) = delta over all ranks (all delta if b <= 0)."""
+def rescale_budgets(budgets: torch.Tensor, delta: float, cap: float | None = None) -> torch.Tensor:
+    """max(0, b) rescaled so that sqrt(mean b^2) = delta over all ranks (all delta if b <= 0).
+
+    With ``cap`` (>= delta): min(cap, s * b) with the scale s >= 0 that makes the RMS exactly delta,
+    found by fixed-point iteration on the capped set (it only grows, so at most N + 1 rounds).
+    """
     budgets = budgets.clamp_min(0.0)
     square_sum, count = global_sums(budgets.double().square().sum().item(), budgets.numel(),
                                     device=budgets.device)
     rms = math.sqrt(square_sum / max(count, 1.0))
     if rms == 0.0:
         return torch.full_like(budgets, float(delta))
-    return budgets * (delta / rms)
+    scale = delta / rms
+    if cap is None:
+        return budgets * scale
+    target = count * delta * delta
+    for _ in range(int(count) + 1):
+        capped = budgets * scale >= cap
+        free_sum, n_capped = global_sums(budgets[~capped].double().square().sum().item(),
+                                         capped.sum().item(), device=budgets.device)
+        remaining = target - n_capped * cap * cap
+        if free_sum == 0.0 or remaining <= 0.0:
+            break
+        new_scale = math.sqrt(remaining / free_sum)
+        if new_scale <= scale * (1 + 1e-12):
+            scale = max(scale, new_scale)
+            break
+        scale = new_scale
+    return (budgets * scale).clamp_max(cap)
 
 
 class _BestIterate:
@@ -374,11 +399,11 @@ def _direction_step(a: torch.Tensor, a_prev: torch.Tensor, grad_a: torch.Tensor,
 
 
 def _budget_step(budgets: torch.Tensor, grad_b: torch.Tensor, eta: float, delta: float,
-                 grad_square_mean: float) -> torch.Tensor:
+                 grad_square_mean: float, cap: float | None = None) -> torch.Tensor:
     """b <- rescale(max(0, b + eta g_b^(q-1) (mean g_b^q)^(1/q-1))) for q = 2: eta g_b / sqrt(mean g_b^2)."""
     if grad_square_mean > 0.0:
         budgets = budgets + (eta / math.sqrt(grad_square_mean)) * grad_b
-    return rescale_budgets(budgets, delta)
+    return rescale_budgets(budgets, delta, cap)
 
 
 def _initial_direction(x0: torch.Tensor, delta: float, norm: str, std: float,

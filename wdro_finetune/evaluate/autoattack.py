@@ -64,6 +64,7 @@ class AutoAttackMetric(Metric):
     """Robust accuracy under AutoAttack at the pointwise eps of the threat model."""
 
     name = "autoattack"
+    shardable = True
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -103,7 +104,7 @@ class AutoAttackMetric(Metric):
                                     batch_size=ctx.batch_size)
 
         state = ctx.state_dir / "autoattack.npz" if ctx.state_dir else None
-        flags = run_chunked(len(y), ctx.batch_size, chunk, state, "AutoAttack", ctx.progress)
+        flags = ctx.gather(run_chunked(len(y), ctx.batch_size, chunk, state, "AutoAttack", ctx.progress))
         return MetricOutput(values={"autoattack_acc": MetricValue.accuracy(flags)},
                             labels={"aa_version": version if version != "custom" else "custom:" + "+".join(attacks)},
                             per_example={"autoattack": flags})

@@ -21,7 +21,8 @@ class CleanAccuracy(Metric):
     """Share of test examples classified correctly (percent, Wilson interval)."""
 
     name = "clean"
+    shardable = True
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
-        flags = (predict(ctx.model, ctx.data.x, ctx.device, ctx.batch_size) == ctx.data.y).numpy()
+        flags = ctx.gather((predict(ctx.model, ctx.data.x, ctx.device, ctx.batch_size) == ctx.data.y).numpy())
         return MetricOutput(values={"clean_acc": MetricValue.accuracy(flags)}, per_example={"clean": flags})

@@ -79,6 +79,7 @@ class FgsmMetric(Metric):
     """Accuracy on FGSM examples at the pointwise eps (one signed-gradient step, no random start)."""
 
     name = "fgsm"
+    shardable = True
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         flags = []
@@ -88,5 +89,5 @@ class FgsmMetric(Metric):
             x_adv = fgsm(ctx.model, x, y, eps=ctx.eps, norm=ctx.threat_model.value)
             with torch.no_grad():
                 flags.append((ctx.model(x_adv).argmax(1) == y).cpu())
-        flags = torch.cat(flags).numpy()
+        flags = ctx.gather(torch.cat(flags).numpy())
         return MetricOutput(values={"fgsm_acc": MetricValue.accuracy(flags)}, per_example={"fgsm": flags})

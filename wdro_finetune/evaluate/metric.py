@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 from torch import nn
@@ -18,9 +18,18 @@ from ..registry import Registry
 from .values import MetricValue
 
 
+def _whole(flags: np.ndarray) -> np.ndarray:
+    return np.asarray(flags)
+
+
 @dataclass
 class EvalContext:
-    """Everything a metric needs. ``data.x``: (N, C, H, W) in [0, 1] on the CPU."""
+    """Everything a metric needs. ``data.x``: (N, C, H, W) in [0, 1] on the CPU.
+
+    For a ``shardable`` metric under torchrun, ``data`` is this rank's contiguous shard and
+    ``gather(local (n_rank, ...)) -> (N, ...)`` concatenates an array over ranks in rank order
+    (the identity in one process).
+    """
 
     model: nn.Module
     data: DataSplit
@@ -33,6 +42,7 @@ class EvalContext:
     state_dir: Path | None
     progress: bool = False
     per_example: dict[str, np.ndarray] = field(default_factory=dict)
+    gather: Callable[[np.ndarray], np.ndarray] = _whole
 
 
 @dataclass
@@ -46,9 +56,14 @@ class MetricOutput:
 
 
 class Metric:
-    """Base class. Subclasses set ``name``, optionally ``add_arguments`` / ``options_from_args``."""
+    """Base class. Subclasses set ``name``, optionally ``add_arguments`` / ``options_from_args``.
+
+    ``shardable = True``: under torchrun each rank gets a shard of the examples (see
+    :class:`EvalContext`) and the metric returns values and per-example arrays of the WHOLE set.
+    """
 
     name: ClassVar[str]
+    shardable: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         self.options = options

@@ -22,9 +22,11 @@ from ..errors import UserError
 from ..models import LoadedModel, load_model
 from ..results.provenance import git_commit, package_versions, utc_now
 from ..results.records import append_record, save_per_example, stable_hash
+from ..train.distributed import barrier, init_distributed
 from ..utils.fileio import check_can_create_dir, ensure_writable_dir
 from . import autoattack, clean, invariance, wdro  # noqa: F401  (register the built-in metrics)
 from .metric import METRICS, EvalContext, MetricOutput
+from .sharding import shard_context
 from .values import MetricValue
 
 log = logging.getLogger(__name__)
@@ -117,7 +119,12 @@ def _int_option(options: dict[str, Any], name: str, default: int) -> int:
 
 
 def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: bool = False) -> EvalResult:
-    """Run every metric of ``config`` and append one record to ``<records>/records.jsonl``."""
+    """Run every metric of ``config`` and append one record to ``<records>/records.jsonl``.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) shardable metrics split the examples over the ranks and only
+    rank 0 writes; every rank returns the same result.
+    """
+    info = init_distributed(config.device)
     check_can_create_dir(config.records)  # fail fast; create nothing until the model and data are loaded
     started, t0 = utc_now(), time.perf_counter()
     metrics = [METRICS.get(name)(**config.metric_options.get(name, {})) for name in config.metrics]
@@ -132,24 +139,28 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: 
     state_dir = records_dir / "partial" / record["record_id"]
     ctx = EvalContext(model=loaded.module.to(config.device).eval(), data=data, dataset=config.dataset,
                       threat_model=config.threat_model, eps=config.eps, device=config.device,
-                      batch_size=config.batch_size, seed=config.seed, state_dir=state_dir, progress=progress)
-    outputs = [_run_metric(m, ctx) for m in metrics]
+                      batch_size=config.batch_size, seed=config.seed, state_dir=state_dir,
+                      progress=progress and info.is_main)
+    shard = shard_context(ctx, info)
+    outputs = [_run_metric(m, shard if m.shardable else ctx, ctx.per_example) for m in metrics]
     values = {k: v for out in outputs for k, v in out.values.items()}
     record.update(metrics={k: v.to_json() for k, v in values.items()},
                   labels={k: v for out in outputs for k, v in out.labels.items()},
                   started_at=started, wall_seconds=round(time.perf_counter() - t0, 3))
-    save_per_example(records_dir, record["record_id"], ctx.per_example)
-    append_record(records_dir, record)
-    shutil.rmtree(state_dir, ignore_errors=True)
+    barrier(info)  # every rank has finished with the partial state
+    if info.is_main:
+        save_per_example(records_dir, record["record_id"], ctx.per_example)
+        append_record(records_dir, record)
+        shutil.rmtree(state_dir, ignore_errors=True)
     return EvalResult(record, values)
 
 
-def _run_metric(metric, ctx: EvalContext) -> MetricOutput:
+def _run_metric(metric, ctx: EvalContext, per_example: dict) -> MetricOutput:
     log.info("metric %s", metric.name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
         out = metric.compute(ctx)
-    ctx.per_example.update(out.per_example)
+    per_example.update(out.per_example)
     return out
 
 

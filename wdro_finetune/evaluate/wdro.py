@@ -45,6 +45,7 @@ class WdroMetric(Metric):
     """W_2 (or W_inf) distributional robust accuracy, loss and distance per budget, with bounds."""
 
     name = "wdro"
+    shardable = True
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -102,13 +103,15 @@ class WdroMetric(Metric):
             done = self._cached(ctx, prefix, label)
             if done is None:
                 done = self._one_budget(ctx, delta, label, prefix, common, stats)
-            flags = np.asarray(done.pop("flags"), dtype=bool)
+            flags = ctx.gather(np.asarray(done.pop("flags"), dtype=bool))
+            out.values[f"{prefix}_acc@{label}"] = MetricValue.accuracy(flags)
             out.values.update({k: MetricValue.from_json(v) for k, v in done.items()})
             out.per_example[f"{prefix}@{label}"] = flags
         out.labels[f"{prefix}_attack"] = f"{opts['attack']}-{opts['loss']}-T{opts['steps']}"
         return out
 
     def _one_budget(self, ctx: EvalContext, delta: float, label: str, prefix: str, common: dict, stats) -> dict:
+        """Dataset-wide loss, distance and bounds (JSON) and this rank's correctness ``flags``."""
         opts = self.options
         bar = tqdm(total=opts["steps"], desc=f"{prefix} delta={label}", disable=not ctx.progress, leave=False)
         result = w_pgd(ctx.model, ctx.data.x, ctx.data.y, delta=delta, steps=opts["steps"], attack=opts["attack"],
@@ -119,8 +122,7 @@ class WdroMetric(Metric):
                                        attacked_accuracy=result.accuracy)
         flags = result.correct.cpu().numpy().astype(bool)
         n = result.n
-        done = {f"{prefix}_acc@{label}": MetricValue.accuracy(flags).to_json(),
-                f"{prefix}_loss@{label}": MetricValue(result.max_loss, n).to_json(),
+        done = {f"{prefix}_loss@{label}": MetricValue(result.max_loss, n).to_json(),
                 f"{prefix}_dist@{label}": MetricValue(result.distance, n).to_json(),
                 f"{prefix}_Ru@{label}": MetricValue(bounds.upper, n).to_json(),
                 f"{prefix}_Rl@{label}": MetricValue(bounds.lower, n).to_json()}

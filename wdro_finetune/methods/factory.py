@@ -18,16 +18,14 @@ def build_objective(cfg: FinetuneConfig) -> TrainingObjective:
     norm = cfg.threat_model.value
     steps = 1 if cfg.method == "fgsm-at" else cfg.inner_steps
     if cfg.threat == "w2":
-        maximizer = WassersteinMaximizer(delta=cfg.radius, norm=norm, steps=steps)
+        maximizer = WassersteinMaximizer(delta=cfg.radius, norm=norm, steps=steps,
+                                         budget_cap=cfg.w2_budget_cap)
     elif cfg.method == "fgsm-at":
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=1, step_size=1.25 * cfg.eps, start="uniform")
     elif cfg.method == "pgd-at":
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="uniform")
     else:
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="normal")
-    if cfg.method == "mart":
-        maximizer = WassersteinMaximizer(delta=cfg.radius, norm=norm, steps=steps) if cfg.threat == "w2" else \
-            PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="normal")
     if cfg.method == "udr" and (cfg.threat == "w2" or norm != "Linf"):
         raise UserError("--method udr supports --threat pointwise with --threat-model Linf")
     bases = {"trades": lambda: Trades(maximizer, beta=cfg.beta), "mart": lambda: Mart(maximizer, beta=cfg.beta),

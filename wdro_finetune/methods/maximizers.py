@@ -49,9 +49,11 @@ class WassersteinMaximizer:
     steps: int = 10
     step_size_dir: float = 0.3
     momentum: float = 0.0
+    budget_cap: float | None = None
     threat: str = "w2"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         return w_pgd_budget(model, x, objective, delta=self.delta, norm=self.norm, steps=self.steps,
-                            step_size_dir=self.step_size_dir, momentum=self.momentum, generator=generator)
+                            step_size_dir=self.step_size_dir, momentum=self.momentum,
+                            budget_cap=self.budget_cap, generator=generator)

@@ -34,6 +34,7 @@ class FinetuneConfig:
     method: str = "trades"
     threat: str = "pointwise"
     delta: float | None = None  # W_2 radius; defaults to eps
+    w2_budget_cap: float | None = None  # per-sample cap on the W_2 budgets (None: only the [0, 1] box)
     beta: float = 6.0
     inner_steps: int = 10
     init: str = "continue"
@@ -128,7 +129,7 @@ def eval_after_options(cfg: FinetuneConfig) -> dict[str, Any]:
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    floats = ("delta", "beta", "lr", "momentum", "weight_decay", "grad_clip", "armor_eps", "armor_kappa",
+    floats = ("delta", "w2_budget_cap", "beta", "lr", "momentum", "weight_decay", "grad_clip", "armor_eps", "armor_kappa",
               "armor_alpha", "armor_t", "armor_lr", "triplet_margin", "triplet_weight_sa", "triplet_norm_weight")
     ints = ("inner_steps", "epochs", "steps", "warmup", "batch_size", "train_subset", "holdout", "seed",
             "checkpoint_every", "n_eval", "triplet_pool")
@@ -179,6 +180,12 @@ def _check_ranges(values: dict[str, Any]) -> None:
             raise UserError(f"--{key.replace('_', '-')} must be >= 0, got {values[key]}")
     if values.get("delta") is not None:
         check_eps(values["delta"], values["threat_model"], "--delta")
+    cap = values.get("w2_budget_cap")
+    if cap is not None:
+        if values.get("threat") != "w2":
+            raise UserError("--w2-budget-cap needs --threat w2")
+        if cap < values.get("delta", values["eps"]):
+            raise UserError(f"--w2-budget-cap ({cap:g}) must be >= --delta ({values.get('delta', values['eps']):g})")
     if values.get("grad_clip") is not None and values["grad_clip"] <= 0:
         raise UserError("--grad-clip must be > 0")
     if not 0 <= values.get("armor_t", 0.5) <= 1:
