@@ -183,6 +183,11 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--armor-t", default=None, help="weight of clean CE mixed into the ARMOR_D loss (default 0.5)")
     g.add_argument("--armor-lr", default=None, help="learning rate of learned ARMOR_D scalars (default: --lr); "
                    "follows the schedule")
+    g.add_argument("--armor-cost-weight", default=None,
+                   help="soft-ball transport: the attacker pays W * ||x'-x||_p^q instead of a hard eps-ball, and "
+                        "the per-sample losses include -cost (default 0: hard ball)")
+    g.add_argument("--armor-cost-p", default=None, help="norm of the transport cost: 1, 2 or inf (default 2)")
+    g.add_argument("--armor-cost-q", default=None, help="exponent of the transport cost (default 2)")
     g.add_argument("--pretrained", default=None, action=argparse.BooleanOptionalAction,
                    help="start from the source's pretrained weights (--no-pretrained: random init)")
     g.add_argument("--triplet", default=None, choices=TRIPLETS,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..errors import UserError
 from ..train.config import FinetuneConfig
 from .base import AdversarialCE, Mart, Trades, Udr
-from .maximizers import PointwiseMaximizer, WassersteinMaximizer
+from ..attacks.transport import TransportCost
+from .maximizers import PointwiseMaximizer, SoftBallMaximizer, WassersteinMaximizer
 from .objective import TrainingObjective
 from .regularizers import TripletTerm
 from .reweight import make_aggregator
@@ -28,6 +29,13 @@ def build_objective(cfg: FinetuneConfig) -> TrainingObjective:
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="normal")
     if cfg.method == "udr" and (cfg.threat == "w2" or norm != "Linf"):
         raise UserError("--method udr supports --threat pointwise with --threat-model Linf")
+    cost = None
+    if cfg.armor_cost_weight:
+        if cfg.threat == "w2" or cfg.method == "udr":
+            raise UserError("--armor-cost-weight (soft-ball transport) goes with --threat pointwise and a base "
+                            "other than udr (UDR has its own soft ball)")
+        cost = TransportCost(cfg.armor_cost_weight, cfg.armor_cost_p, cfg.armor_cost_q)
+        maximizer = SoftBallMaximizer(cfg.eps, cost, norm=norm, steps=steps)
     bases = {"trades": lambda: Trades(maximizer, beta=cfg.beta), "mart": lambda: Mart(maximizer, beta=cfg.beta),
              "udr": lambda: Udr(cfg.eps, steps=steps)}
     base = bases[cfg.method]() if cfg.method in bases else AdversarialCE(maximizer, cfg.method)
@@ -48,4 +56,4 @@ def build_objective(cfg: FinetuneConfig) -> TrainingObjective:
     if cfg.triplet == "sa":
         regularizer = TripletTerm(cfg.triplet_weight_sa, cfg.triplet_norm_weight, cfg.triplet_margin,
                                   cfg.triplet_miner, cfg.triplet_pool, seed=cfg.seed)
-    return TrainingObjective(base, cfg.threat, aggregator, cfg.reweight, mix_t, regularizer)
+    return TrainingObjective(base, cfg.threat, aggregator, cfg.reweight, mix_t, regularizer, cost)

@@ -3,6 +3,7 @@
 - :class:`PointwiseMaximizer`: PGD over the eps-ball of each sample (l_inf or l_2).
 - :class:`WassersteinMaximizer`: W-PGD-budget over a W_2 ball of radius delta around the batch:
   per-sample budgets b_i with sqrt(mean b_i^2) <= delta over the (global) batch.
+- :class:`SoftBallMaximizer`: no hard ball; the attacker pays a transport cost w ||x' - x||_p^q.
 
 Both: ``__call__(model, x, objective, generator) -> x_adv`` with x (N, C, H, W) in [0, 1],
 ``objective(logits_adv) -> (N,)`` to maximise. The model runs in eval mode inside.
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from ..attacks.pointwise import pgd_maximize
+from ..attacks.transport import TransportCost, soft_ball_maximize
 from ..attacks.wasserstein import w_pgd_budget
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -57,3 +59,22 @@ class WassersteinMaximizer:
         return w_pgd_budget(model, x, objective, delta=self.delta, norm=self.norm, steps=self.steps,
                             step_size_dir=self.step_size_dir, momentum=self.momentum,
                             budget_cap=self.budget_cap, generator=generator)
+
+
+@dataclass(frozen=True)
+class SoftBallMaximizer:
+    """K signed-gradient steps on objective - cost(x' - x), only box-clipped; the step size
+    defaults to 2.5 * eps / steps, so eps sets the scale of the moves, not a limit."""
+
+    eps: float
+    cost: TransportCost
+    norm: str = "Linf"
+    steps: int = 10
+    step_size: float | None = None
+    threat: str = "pointwise"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        step = self.step_size if self.step_size is not None else 2.5 * self.eps / max(1, self.steps)
+        return soft_ball_maximize(model, x, objective, self.cost, norm=self.norm, steps=self.steps, step_size=step,
+                                  generator=generator)

@@ -1,8 +1,10 @@
 """A training objective = base loss + inner maximiser + re-weighting (+ regulariser).
 
-    loss = t * mean CE(f(x), y) + (1 - t) * aggregate(per_sample)  [+ regulariser]
+    loss = t * mean CE(f(x), y) + (1 - t) * aggregate(per_sample - cost(x' - x))  [+ regulariser]
 
-with ``aggregate`` the batch mean (``--reweight none``) or an ARMOR_D aggregator. Each part is a
+with ``aggregate`` the batch mean (``--reweight none``) or an ARMOR_D aggregator, and ``cost`` the
+optional transport cost of the soft-ball maximiser (constant in the weights, so it only changes
+which samples the aggregator weights up). Each part is a
 small object with one job; :func:`method_label` names the composition for records, e.g.
 ``wdro-trades+armor-kl``.
 """
@@ -15,6 +17,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..attacks.transport import TransportCost
 from ..models.features import FeatureHook
 from ..train.distributed import unwrap
 from .base import LossOutput
@@ -48,9 +51,9 @@ class TrainingObjective(nn.Module):
     """Composes the parts; an ``nn.Module`` so learned re-weighting scalars are in its state_dict."""
 
     def __init__(self, base: BaseLoss, threat: str, aggregator: Aggregator | None = None, reweight: str = "none",
-                 mix_t: float = 0.0, regularizer: Regularizer | None = None):
+                 mix_t: float = 0.0, regularizer: Regularizer | None = None, cost: TransportCost | None = None):
         super().__init__()
-        self.base, self.threat, self.mix_t, self.regularizer = base, threat, mix_t, regularizer
+        self.base, self.threat, self.mix_t, self.regularizer, self.cost = base, threat, mix_t, regularizer, cost
         # an nn.Module base (UDR) becomes a submodule: its buffers are saved in checkpoints
         self.aggregator, self.reweight = aggregator or MeanAggregator(), reweight
 
@@ -68,9 +71,14 @@ class TrainingObjective(nn.Module):
             captured = hook.pop()
         else:
             out = self.base(model, x, y, generator)
-        agg = self.aggregator(out.per_sample)
+        per_sample = out.per_sample
+        stats = dict(out.stats, loss_mean=per_sample.mean().item())
+        if self.cost is not None:
+            transport = self.cost(out.x_adv - x)
+            per_sample = per_sample - transport
+            stats["transport_cost"] = transport.mean().item()
+        agg = self.aggregator(per_sample)
         loss = mix_with_clean(agg, out.clean_ce.mean(), self.mix_t) if self.mix_t else agg
-        stats = dict(out.stats, loss_mean=out.per_sample.mean().item())
         if self.regularizer is not None:
             reg, reg_stats = self.regularizer(model, x, y, out, captured)
             loss = loss + reg

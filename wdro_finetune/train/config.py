@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,9 @@ class FinetuneConfig:
     armor_alpha: float = 6.0
     armor_t: float = 0.5
     armor_lr: float | None = None
+    armor_cost_weight: float = 0.0  # soft-ball transport cost weight (0: hard eps-ball)
+    armor_cost_p: float = 2.0
+    armor_cost_q: float = 2.0
     triplet: str = "none"
     triplet_margin: float = 0.05
     triplet_weight_sa: float = 0.5
@@ -130,7 +134,7 @@ def eval_after_options(cfg: FinetuneConfig) -> dict[str, Any]:
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     floats = ("delta", "w2_budget_cap", "beta", "lr", "momentum", "weight_decay", "grad_clip", "armor_eps", "armor_kappa",
-              "armor_alpha", "armor_t", "armor_lr", "triplet_margin", "triplet_weight_sa", "triplet_norm_weight")
+              "armor_alpha", "armor_t", "armor_lr", "armor_cost_weight", "armor_cost_q", "triplet_margin", "triplet_weight_sa", "triplet_norm_weight")
     ints = ("inner_steps", "epochs", "steps", "warmup", "batch_size", "train_subset", "holdout", "seed",
             "checkpoint_every", "n_eval", "triplet_pool")
     out = dict(values)
@@ -143,6 +147,9 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[key] = int(out[key])
             except (TypeError, ValueError):
                 raise UserError(f"--{key.replace('_', '-')} must be an integer, got {out[key]!r}") from None
+    if "armor_cost_p" in out:
+        text = str(out["armor_cost_p"]).strip().lower()
+        out["armor_cost_p"] = math.inf if text == "inf" else parse_number(text, "--armor-cost-p")
     if isinstance(out.get("eval_after"), str):
         out["eval_after"] = tuple(m.strip() for m in out["eval_after"].split(",") if m.strip())
     elif "eval_after" in out:
@@ -188,5 +195,9 @@ def _check_ranges(values: dict[str, Any]) -> None:
             raise UserError(f"--w2-budget-cap ({cap:g}) must be >= --delta ({values.get('delta', values['eps']):g})")
     if values.get("grad_clip") is not None and values["grad_clip"] <= 0:
         raise UserError("--grad-clip must be > 0")
+    if values.get("armor_cost_weight", 0.0) < 0 or values.get("armor_cost_q", 2.0) <= 0:
+        raise UserError("--armor-cost-weight must be >= 0 and --armor-cost-q > 0")
+    if values.get("armor_cost_p", 2.0) not in (1.0, 2.0, math.inf):
+        raise UserError(f"--armor-cost-p must be 1, 2 or inf, got {values['armor_cost_p']}")
     if not 0 <= values.get("armor_t", 0.5) <= 1:
         raise UserError("--armor-t must lie in [0, 1]")
