@@ -44,6 +44,17 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` only for real defaults that the help text does not already state (most
+    options default to None so that a --config file can set them; their help says the effective default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Fine-tune robust image classifiers with distributional robust "
                      "training, evaluate them (AutoAttack, W-DRO attacks, invariance) and build leaderboards.")
@@ -53,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, (add, func, help_text) in _COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text,
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             formatter_class=_HelpFormatter)
         add(cmd)
         cmd.set_defaults(func=func)
     return parser
@@ -191,9 +202,13 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", default=None, action=argparse.BooleanOptionalAction,
                    help="start from the source's pretrained weights (--no-pretrained: random init)")
     g.add_argument("--triplet", default=None, choices=TRIPLETS,
-                   help="angular triplet regulariser: sa = sensitivity positives (default none)")
+                   help="angular triplet regulariser: sa = sensitivity positives (the base's adversarial "
+                        "examples), ia = invariance positives (MNIST; generated once with the fast grid and "
+                        "cached in --inv-cache), sa+ia = both (default none)")
     g.add_argument("--triplet-margin", default=None, help="triplet margin (default 0.05, TLA MNIST)")
     g.add_argument("--triplet-weight-sa", default=None, help="weight of L_sa (default 0.5)")
+    g.add_argument("--triplet-weight-ia", default=None, help="weight of L_ia (default 0.5)")
+    g.add_argument("--inv-cache", default=None, help="invariance cache folder (default cache/invariance)")
     g.add_argument("--triplet-norm-weight", default=None, help="feature-norm penalty weight (default 1e-4)")
     g.add_argument("--triplet-miner", default=None, choices=MINERS,
                    help="negatives: nearest different-class member of the pool (TLA, default), semi-hard "

@@ -138,3 +138,22 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
     assert not math.isnan(float(next(iter(a.values())).sum()))
+
+
+def test_triplet_ia_generates_missing_positives_once_and_says_so(tmp_path, capfd, data_dir):
+    from wdro_finetune.invariance.cache import CacheKey, cache_path, load_set
+
+    options = dict(TINY, train_subset=24, holdout=16, batch_size=8, steps=2, triplet="sa+ia",
+                   inv_cache=str(tmp_path / "cache"), data_dir=str(data_dir))
+    first = finetune(make_finetune_config(dict(options, out=str(tmp_path / "a"))))
+    assert "generating invariance examples for 24 of 24 training images" in capfd.readouterr().err
+    assert first.label == "trades+triplet-sa+ia"
+    log = [json.loads(line) for line in (first.out / "log.jsonl").read_text().splitlines()]
+    assert log  # training ran with the term
+    cached = load_set(cache_path(tmp_path / "cache", CacheKey("mnist", 0.3, "train", 60000, "fast")))
+    assert sorted(cached.source_index.tolist()) == list(range(24))
+    assert (cached.target_label != cached.source_label).all()
+    second = finetune(make_finetune_config(dict(options, out=str(tmp_path / "b"))))
+    assert "generating" not in capfd.readouterr().err  # the cache covers the images in use
+    a, b = _weights(first.model_path), _weights(second.model_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same cached positives: same weights

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
+
+from ..attacks.transport import TransportCost
 from ..errors import UserError
 from ..train.config import FinetuneConfig
 from .base import AdversarialCE, Mart, Trades, Udr
-from ..attacks.transport import TransportCost
 from .maximizers import PointwiseMaximizer, SoftBallMaximizer, WassersteinMaximizer
 from .objective import TrainingObjective
 from .regularizers import TripletTerm
@@ -14,8 +16,12 @@ from .reweight import make_aggregator
 _ARMOR_EPS_DEFAULT = {"armor-kl": 0.02, "armor-kl-learned": 0.02, "armor-alpha": 0.5}
 
 
-def build_objective(cfg: FinetuneConfig) -> TrainingObjective:
-    """Base loss + inner maximiser + re-weighting as the config says."""
+def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = None) -> TrainingObjective:
+    """Base loss + inner maximiser + re-weighting (+ triplet term) as the config says.
+
+    ``inv_positives``: (N_train, C, H, W) invariance examples of the training images, for ``--triplet``
+    ia / sa+ia (see :func:`wdro_finetune.invariance.positives.training_positives`).
+    """
     norm = cfg.threat_model.value
     steps = 1 if cfg.method == "fgsm-at" else cfg.inner_steps
     if cfg.threat == "w2":
@@ -53,7 +59,13 @@ def build_objective(cfg: FinetuneConfig) -> TrainingObjective:
             raise UserError(f"--reweight {cfg.reweight}: {exc}") from None
     mix_t = cfg.armor_t if cfg.reweight != "none" else 0.0
     regularizer = None
-    if cfg.triplet == "sa":
-        regularizer = TripletTerm(cfg.triplet_weight_sa, cfg.triplet_norm_weight, cfg.triplet_margin,
-                                  cfg.triplet_miner, cfg.triplet_pool, seed=cfg.seed)
+    if cfg.triplet != "none":
+        parts = cfg.triplet.split("+")
+        weight_sa = cfg.triplet_weight_sa if "sa" in parts else 0.0
+        weight_ia = cfg.triplet_weight_ia if "ia" in parts else 0.0
+        if weight_ia and inv_positives is None:
+            raise UserError(f"--triplet {cfg.triplet} needs the invariance examples of the training images")
+        regularizer = TripletTerm(weight_sa, cfg.triplet_norm_weight, cfg.triplet_margin, cfg.triplet_miner,
+                                  cfg.triplet_pool, seed=cfg.seed, weight_ia=weight_ia,
+                                  inv_positives=inv_positives if weight_ia else None)
     return TrainingObjective(base, cfg.threat, aggregator, cfg.reweight, mix_t, regularizer, cost)

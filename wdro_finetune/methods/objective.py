@@ -37,7 +37,8 @@ class Regularizer(Protocol):
     label: str
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: LossOutput,
-                 captured: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]: ...
+                 captured: list[torch.Tensor], index: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 @dataclass
@@ -63,7 +64,9 @@ class TrainingObjective(nn.Module):
                             self.regularizer.label if self.regularizer else None)
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                generator: torch.Generator | None = None) -> StepResult:
+                generator: torch.Generator | None = None, index: torch.Tensor | None = None) -> StepResult:
+        """One step's loss for the batch x (B, C, H, W), y (B,); ``index`` (B,): the batch's rows in the
+        training set (for regularisers with per-image data, e.g. invariance positives)."""
         captured: list[torch.Tensor] = []
         if self.regularizer is not None:
             with FeatureHook(unwrap(model), training_only=True) as hook:
@@ -80,7 +83,7 @@ class TrainingObjective(nn.Module):
         agg = self.aggregator(per_sample)
         loss = mix_with_clean(agg, out.clean_ce.mean(), self.mix_t) if self.mix_t else agg
         if self.regularizer is not None:
-            reg, reg_stats = self.regularizer(model, x, y, out, captured)
+            reg, reg_stats = self.regularizer(model, x, y, out, captured, index)
             loss = loss + reg
             stats.update(reg_stats)
         return StepResult(loss, out, stats)

@@ -16,7 +16,7 @@ THREATS = ("pointwise", "w2")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 REWEIGHTS = ("none", "armor-kl", "armor-kl-learned", "armor-alpha")
-TRIPLETS = ("none", "sa")  # "ia" and "sa+ia" need the invariance cache (issue [5/7], not wired yet)
+TRIPLETS = ("none", "sa", "ia", "sa+ia")
 MINERS = ("nearest", "semi-hard", "random")
 
 # Fields that may change between a run and its --resume (everything else must match).
@@ -68,6 +68,7 @@ class FinetuneConfig:
     model_dir: str = "models"
     data_dir: str | None = None
     trust_checkpoint: bool = False
+    inv_cache: str = "cache/invariance"  # invariance examples for L_ia (generated once, then reused)
     pretrained: bool = True  # start from the source's pretrained weights (False: random init)
     reweight: str = "none"
     armor_eps: float | None = None
@@ -81,6 +82,7 @@ class FinetuneConfig:
     triplet: str = "none"
     triplet_margin: float = 0.05
     triplet_weight_sa: float = 0.5
+    triplet_weight_ia: float = 0.5
     triplet_norm_weight: float = 1e-4
     triplet_miner: str = "nearest"
     triplet_pool: int = 1
@@ -133,8 +135,9 @@ def eval_after_options(cfg: FinetuneConfig) -> dict[str, Any]:
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    floats = ("delta", "w2_budget_cap", "beta", "lr", "momentum", "weight_decay", "grad_clip", "armor_eps", "armor_kappa",
-              "armor_alpha", "armor_t", "armor_lr", "armor_cost_weight", "armor_cost_q", "triplet_margin", "triplet_weight_sa", "triplet_norm_weight")
+    floats = ("delta", "w2_budget_cap", "beta", "lr", "momentum", "weight_decay", "grad_clip", "armor_eps",
+              "armor_kappa", "armor_alpha", "armor_t", "armor_lr", "armor_cost_weight", "armor_cost_q",
+              "triplet_margin", "triplet_weight_sa", "triplet_weight_ia", "triplet_norm_weight")
     ints = ("inner_steps", "epochs", "steps", "warmup", "batch_size", "train_subset", "holdout", "seed",
             "checkpoint_every", "n_eval", "triplet_pool")
     out = dict(values)

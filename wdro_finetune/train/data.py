@@ -42,15 +42,19 @@ class TrainStream:
             raise UserError(f"--batch-size {self.global_batch} is larger than the {len(self.y)} training examples")
         self._epoch, self._order = -1, None
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's (x, y) at optimiser step ``step`` (0-based, counting across epochs)."""
+    def indices(self, step: int) -> torch.Tensor:
+        """(local_batch,) int64 rows of ``x`` this rank trains on at optimiser step ``step`` (0-based)."""
         epoch, index = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             sampler = DistributedSampler(range(len(self.y)), num_replicas=self.world, rank=self.rank, shuffle=True,
                                          seed=self.seed, drop_last=True)
             sampler.set_epoch(epoch)
             self._epoch, self._order = epoch, torch.tensor(list(sampler))
-        idx = self._order[index * self.local_batch:(index + 1) * self.local_batch]
+        return self._order[index * self.local_batch:(index + 1) * self.local_batch]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's (x, y) at optimiser step ``step`` (0-based, counting across epochs)."""
+        idx = self.indices(step)
         x, y = self.x[idx], self.y[idx]
         if self.augment:
             x = crop_flip(x, torch.Generator().manual_seed(step_seed(self.seed, step, self.rank, "augment")))

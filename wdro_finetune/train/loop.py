@@ -76,7 +76,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = False) -> FinetuneResult:
     stream = TrainStream(train.x, train.y, cfg.batch_size, cfg.seed, augments(cfg.dataset), dist_info.rank,
                          dist_info.world)
     total = cfg.steps if cfg.steps is not None else cfg.epochs * stream.steps_per_epoch
-    objective = build_objective(cfg)
+    objective = build_objective(cfg, _inv_positives(cfg, len(train), dist_info))
     module.to(cfg.device)
     objective.to(cfg.device)
     if _channels_last(cfg):
@@ -128,6 +128,17 @@ def apply_init(model: nn.Module, init: str, seed: int) -> None:
             for p in model.parameters():
                 if p.ndim > 1:
                     p.add_(sigma * p.std() * torch.randn(p.shape, generator=gen).to(p))
+
+
+def _inv_positives(cfg: FinetuneConfig, n_train: int, info: DistInfo) -> torch.Tensor | None:
+    """Invariance examples of the training images for L_ia (None unless --triplet ia / sa+ia); every rank
+    loads them (the cache's lock lets one process generate what is missing)."""
+    if "ia" not in cfg.triplet.split("+"):
+        return None
+    from ..invariance.positives import training_positives
+
+    return training_positives(cfg.dataset, cfg.threat_model, n_train, cfg.eps, cfg.inv_cache, cfg.data_dir,
+                              announce=info.is_main)
 
 
 def _channels_last(cfg: FinetuneConfig) -> bool:
@@ -208,12 +219,13 @@ class _Run:
         torch.manual_seed(seed)
         generator = torch.Generator(device=self.cfg.device).manual_seed(seed)
         x, y = self.stream.batch(self.step)
+        index = self.stream.indices(self.step)
         x, y = x.to(self.cfg.device), y.to(self.cfg.device)
         if _channels_last(self.cfg):
             x = x.contiguous(memory_format=torch.channels_last)
         self.model.train()
         with self._autocast():
-            result = self.objective(self.model, x, y, generator)
+            result = self.objective(self.model, x, y, generator, index)
         if not torch.isfinite(result.loss):
             raise TrainingDiverged(self._diverged_message())
         self.optimizer.zero_grad(set_to_none=True)
