@@ -25,6 +25,7 @@ from wdro_finetune.results.records import append_record
 PREFIX = "wdro-finetune: error:"
 FT = ["finetune", "--model", "mnist-smallcnn", "--dataset", "mnist", "--no-pretrained", "--train-subset", "32",
       "--holdout", "0", "--batch-size", "8", "--steps", "1", "--inner-steps", "1", "--schedule", "constant"]
+FT_CIFAR = ["finetune", "--model", "cifar10-resnet-small", "--dataset", "cifar10", "--no-pretrained"]
 EV = ["evaluate", "--model", "mnist-smallcnn", "--dataset", "mnist", "--n-examples", "4", "--records", "records"]
 WDRO = EV + ["--metrics", "wdro", "--wdro-steps", "1"]
 PLOT = ["plot", "robustness-curve", "--records", "records", "--dataset", "mnist"]
@@ -75,6 +76,13 @@ CASES = [
     ("finetune-steps-zero", FT + ["--steps", "0", "--out", "new"], "--steps"),
     ("finetune-steps-and-epochs", FT + ["--epochs", "1", "--out", "new"], "--epochs"),
     ("finetune-lr-zero", FT + ["--lr", "0", "--out", "new"], "--lr"),
+    ("finetune-budget-cap-without-w2", FT + ["--w2-budget-cap", "0.3", "--out", "new"], "--threat w2"),
+    ("finetune-budget-cap-below-delta", FT + ["--threat", "w2", "--delta", "0.2", "--w2-budget-cap", "0.1",
+                                              "--out", "new"], "--delta"),
+    ("finetune-cost-p-unknown", FT + ["--armor-cost-weight", "1", "--armor-cost-p", "3", "--out", "new"],
+     "--armor-cost-p"),
+    ("finetune-cost-with-w2", FT + ["--armor-cost-weight", "1", "--threat", "w2", "--out", "new"], "pointwise"),
+    ("finetune-triplet-ia-on-cifar", FT_CIFAR + ["--triplet", "ia", "--out", "new"], "MNIST"),
     ("finetune-lr-nan", FT + ["--lr", "nan", "--out", "new"], "--lr"),
     ("finetune-eps-negative", FT + ["--eps", "-0.1", "--out", "new"], "eps"),
     ("finetune-delta-absurd", FT + ["--threat", "w2", "--delta", "5", "--out", "new"], "--delta"),
@@ -129,6 +137,11 @@ CASES = [
     ("plot-out-under-a-file", PLOT + ["--out", "afile/p.png"], "afile"),
     ("plot-out-is-a-folder", PLOT + ["--out", "empty_dir"], "empty_dir"),
     ("plot-unknown-image-format", PLOT + ["--out", "p.docx"], "docx"),
+    ("plot-embeddings-not-mnist", ["plot", "embeddings", "--dataset", "cifar10", "--model", "m", "--out", "p.png"],
+     "mnist"),
+    ("plot-embeddings-no-model", ["plot", "embeddings", "--dataset", "mnist", "--out", "p.png"], "--model"),
+    ("plot-embeddings-titles-mismatch", ["plot", "embeddings", "--dataset", "mnist", "--model", "mnist-smallcnn",
+                                         "--title", "a", "--title", "b", "--out", "p.png"], "--title"),
     # ---- demo
     ("demo-n-examples-zero", ["demo", "--n-examples", "0", "--out", "demo"], "n_examples"),
     ("demo-n-examples-not-an-integer", ["demo", "--n-examples", "many"], "many"),

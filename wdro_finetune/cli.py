@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
@@ -285,21 +286,75 @@ def _run_leaderboard(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- plot
 
 def _add_plot(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kind", choices=["robustness-curve"], help="which figure")
-    p.add_argument("--records", default="results", help="records folder")
-    p.add_argument("--dataset", required=True, help="dataset of the records to plot")
-    p.add_argument("--threat-model", default="Linf", help="threat model of the records to plot")
+    p.add_argument("kind", choices=["robustness-curve", "embeddings"],
+                   help="robustness-curve: accuracy against the W_2 / W_inf budget, from records; embeddings: "
+                        "2-D PCA of penultimate features of clean, FGSM and invariance examples (MNIST)")
+    p.add_argument("--dataset", required=True, help="dataset to plot")
     p.add_argument("--out", required=True, help="output PNG file")
+    g = p.add_argument_group("robustness-curve")
+    g.add_argument("--records", default="results", help="records folder")
+    g.add_argument("--threat-model", default="Linf", help="threat model of the records to plot")
+    g = p.add_argument_group("embeddings")
+    g.add_argument("--model", default=None, help="model name (architecture and, without --checkpoint, weights)")
+    g.add_argument("--source", default=None, choices=["robustbench", "builtin", "timm", "plugin"],
+                   help="where the model comes from (inferred from the name if omitted)")
+    g.add_argument("--checkpoint", action="append", default=None,
+                   help="weights file, one panel each (repeat to compare models; 'none' = the model's own weights)")
+    g.add_argument("--title", action="append", default=None, help="panel title, one per --checkpoint")
+    g.add_argument("--model-dir", default="models", help="RobustBench-layout model folder")
+    g.add_argument("--trust-checkpoint", action="store_true", help="allow .pt checkpoints with pickled code")
+    g.add_argument("--n", type=int, default=300, help="first N MNIST test images")
+    g.add_argument("--eps", default="0.3", help="l_inf radius of the FGSM and invariance examples")
+    g.add_argument("--inv-grid", default="full", choices=["full", "fast"], help="invariance transform grid")
+    g.add_argument("--inv-cache", default="cache/invariance", help="invariance cache folder")
+    g.add_argument("--data-dir", default=None, help="folder with the MNIST .npz files (also $WDRO_DATA_DIR)")
 
 
 def _run_plot(args: argparse.Namespace) -> int:
     from .config import parse_dataset, parse_threat_model
-    from .results.plots import robustness_curve
 
-    path = robustness_curve(args.records, parse_dataset(args.dataset).value,
-                            parse_threat_model(args.threat_model).value, args.out)
+    dataset = parse_dataset(args.dataset)
+    if args.kind == "embeddings":
+        path = _plot_embeddings(args, dataset)
+    else:
+        from .results.plots import robustness_curve
+
+        path = robustness_curve(args.records, dataset.value, parse_threat_model(args.threat_model).value, args.out)
     print(path)
     return 0
+
+
+def _plot_embeddings(args: argparse.Namespace, dataset) -> Path:
+    import torch
+
+    from .config import Dataset, ThreatModel, parse_number
+    from .data.datasets import load_split
+    from .invariance.generated import generated_set
+    from .models import load_model
+    from .results.embeddings import embedding_panel, embedding_plot
+
+    if dataset is not Dataset.MNIST:
+        raise UserError("plot embeddings needs --dataset mnist (invariance examples exist for MNIST only)")
+    if not args.model:
+        raise UserError("plot embeddings needs --model")
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    eps = parse_number(args.eps, "--eps")
+    checkpoints = args.checkpoint or ["none"]
+    titles = args.title or [Path(c).parent.name if c != "none" else f"{args.model} (pretrained)"
+                            for c in checkpoints]
+    if len(titles) != len(checkpoints):
+        raise UserError(f"give one --title per --checkpoint ({len(checkpoints)}), got {len(titles)}")
+    data = load_split(dataset, "test", args.n, data_dir=args.data_dir)
+    inv = generated_set("test", args.n, eps, args.inv_grid, args.inv_cache, args.data_dir)
+    x_inv, target = torch.from_numpy(inv.x).unsqueeze(1), torch.from_numpy(inv.target_label)
+    panels = []
+    for title, checkpoint in zip(titles, checkpoints):
+        loaded = load_model(args.model, dataset, ThreatModel.LINF, source=args.source,
+                            checkpoint=None if checkpoint == "none" else checkpoint, model_dir=args.model_dir,
+                            trust_checkpoint=args.trust_checkpoint)
+        panels.append(embedding_panel(title, loaded.module, data.x, data.y, x_inv, target, eps))
+    return embedding_plot(panels, args.out, eps)
 
 
 # ---------------------------------------------------------------- invariance
@@ -383,7 +438,7 @@ _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "leaderboard": (_add_leaderboard, _run_leaderboard, "rebuild CSV leaderboards from records"),
     "invariance": (_add_invariance, _run_invariance, "generate invariance examples (Tramer et al.) for MNIST"),
     "sweep": (_add_sweep, _run_sweep, "run a grid of fine-tunings and evaluations, skipping finished jobs"),
-    "plot": (_add_plot, _run_plot, "figures from records (robustness-curve)"),
+    "plot": (_add_plot, _run_plot, "figures: robustness-curve (from records), embeddings (from models)"),
     "demo": (_add_demo, _run_demo, "offline demo on the bundled MNIST model"),
 }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Dataset
-from ..data.datasets import load_split
+from ..data.datasets import load_split, split_size
 from ..errors import UserError
 from .cache import CacheKey, load_or_generate
 from .construct import InvarianceSet, generate_invariance_examples
@@ -26,15 +26,14 @@ def generated_set(split: str, n: int, eps: float, grid: str = "full", cache_dir:
         raise UserError(f"invariance eps must lie in (0, 1], got {eps}")
     if grid not in ("full", "fast"):
         raise UserError(f"--grid must be full or fast, got {grid!r}")
-    train = load_split(Dataset.MNIST, "train", None, data_dir=data_dir)
-    sources = train if split == "train" else load_split(Dataset.MNIST, "test", n, data_dir=data_dir)
-    if n > len(sources):
-        raise UserError(f"--n {n} exceeds the {len(sources)} MNIST {split} images")
-    train_x, train_y = train.x[:, 0], train.y
+    if n > split_size(Dataset.MNIST, split):
+        raise UserError(f"--n {n} exceeds the {split_size(Dataset.MNIST, split)} MNIST {split} images")
 
-    def generate(todo: np.ndarray) -> InvarianceSet:
+    def generate(todo: np.ndarray) -> InvarianceSet:  # data are read only when something is missing
+        train = load_split(Dataset.MNIST, "train", None, data_dir=data_dir)
+        sources = train if split == "train" else load_split(Dataset.MNIST, "test", n, data_dir=data_dir)
         idx = np.asarray(todo, dtype=np.int64)
-        return generate_invariance_examples(sources.x[idx, 0], sources.y[idx], train_x, train_y, eps=eps,
+        return generate_invariance_examples(sources.x[idx, 0], sources.y[idx], train.x[:, 0], train.y, eps=eps,
                                             grid=grid, source_index=idx, progress=progress)
 
     key = CacheKey("mnist", float(eps), split, int(n), grid)

@@ -41,6 +41,13 @@ def robustness_curve(records_dir: str | Path, dataset: str, threat_model: str, o
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Write a matplotlib figure atomically (a reader never sees half a PNG) and close it."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format=Path(out).suffix.lower().lstrip(".") or "png")
@@ -49,7 +56,7 @@ def robustness_curve(records_dir: str | Path, dataset: str, threat_model: str, o
     finally:
         plt.close(fig)
     try:
-        return atomic_write_bytes(out, buffer.getvalue())  # a reader never sees half a PNG
+        return atomic_write_bytes(out, buffer.getvalue())
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
 

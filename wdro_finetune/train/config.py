@@ -117,6 +117,10 @@ def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
     _check_ranges(values)
     if values.get("threat") == "w2" and values.get("delta") is None:
         values["delta"] = eps
+    if "ia" in str(values.get("triplet", "")).split("+") and (dataset, threat_model) != (Dataset.MNIST,
+                                                                                        ThreatModel.LINF):
+        raise UserError("--triplet ia / sa+ia needs --dataset mnist --threat-model Linf (invariance examples are "
+                        "defined for MNIST l_inf)")
     config = FinetuneConfig(**values)
     check_device(config.device)
     if config.eval_after:  # checked now, not after hours of training
