@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from wdro_finetune.cli import main
 from wdro_finetune.errors import UserError
@@ -77,3 +78,22 @@ def test_shard_syntax():
     for bad in ("0/2", "3/2", "x"):
         with pytest.raises(UserError):
             parse_shard(bad)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_sweep_files_are_valid_and_name_their_datasets():
+    cpu = load_sweep(REPO / "leaderboards" / "sweep.yaml")
+    datasets = {(j.model, j.evaluate["dataset"]) for j in cpu.jobs}
+    assert datasets == {("mnist-smallcnn", "mnist"), ("cifar10-resnet-small", "cifar10")}
+    assert {j.method for j in cpu.jobs if j.model == "mnist-smallcnn"} >= {"pretrained", "trades", "wdro-trades",
+                                                                           "trades+armor-kl", "trades+armor-alpha"}
+    assert all(j.evaluate["n_examples"] >= 1000 for j in cpu.jobs)
+    cifar = [j for j in cpu.jobs if j.model == "cifar10-resnet-small" and j.finetune]
+    assert cifar and all(j.finetune["dataset"] == "cifar10" and j.finetune["eps"] == "8/255" for j in cifar)
+    gpu = load_sweep(REPO / "leaderboards" / "sweep-robustbench-gpu.yaml", check_device=False)
+    assert len(gpu.jobs) == 25 and all(j.evaluate["device"] == "cuda" for j in gpu.jobs)
+    if not torch.cuda.is_available():  # running it (not listing it) needs the GPU
+        with pytest.raises(UserError, match="CUDA"):
+            load_sweep(REPO / "leaderboards" / "sweep-robustbench-gpu.yaml")

@@ -402,7 +402,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 def _run_sweep(args: argparse.Namespace) -> int:
     from .sweep import load_sweep, parse_shard, pending_jobs, run_job
 
-    sweep = load_sweep(args.file)
+    sweep = load_sweep(args.file, check_device=not args.dry_run)
     jobs = pending_jobs(sweep, parse_shard(args.shard))
     if args.dry_run:
         for job in jobs:

@@ -18,11 +18,15 @@ File format::
       - name: wdro-trades
         finetune: {method: trades, threat: w2, steps: 300, lr: 0.01}
         evaluate: {aa_version: fast}   # merged over the top-level evaluate options
+      - name: pretrained
+        models: [cifar10-resnet-small]  # per-method models, seeds and common options
+        common: {dataset: cifar10, eps: 8/255}
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +40,7 @@ from .results.records import read_records, stable_hash
 log = logging.getLogger(__name__)
 
 _TOP_KEYS = {"records", "runs", "models", "seeds", "common", "evaluate", "methods", "name", "description"}
-_METHOD_KEYS = {"name", "finetune", "evaluate", "seeds", "models"}
+_METHOD_KEYS = {"name", "finetune", "evaluate", "seeds", "models", "common"}
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,9 @@ class Sweep:
     jobs: list[Job]
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Parse and validate a sweep file into its jobs (sorted by job id)."""
+def load_sweep(path: str | Path, check_device: bool = True) -> Sweep:
+    """Parse and validate a sweep file into its jobs (sorted by job id). ``check_device=False`` validates
+    everything but the device's presence (a GPU sweep can be listed on a CPU machine)."""
     spec = _read(Path(path))
     records, runs = Path(spec.get("records", "results")), Path(spec.get("runs", "runs/sweep"))
     jobs = []
@@ -74,7 +79,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if len(set(ids)) != len(ids):
         raise UserError(f"sweep file {path} lists the same job twice")
     for job in jobs:
-        _check_job(job, path)
+        _check_job(job, path, check_device)
     return Sweep(records, runs, sorted(jobs, key=lambda j: j.job_id))
 
 
@@ -122,8 +127,11 @@ def _check_types(path: Path, where: str, part: dict) -> None:
             fail(key, "a mapping of option names to values")
 
 
-def _check_job(job: Job, path: Path) -> None:
+def _check_job(job: Job, path: Path, check_device: bool = True) -> None:
     """Every job's options are validated before any job runs: a typo fails the sweep at once, not hours in."""
+    if not check_device:
+        job = dataclasses.replace(job, evaluate={**job.evaluate, "device": "cpu"},
+                                  finetune=job.finetune and {**job.finetune, "device": "cpu"})
     from .config import check_known_keys
     from .evaluate.runner import make_eval_config, option_names
     from .train.config import FinetuneConfig, make_finetune_config
@@ -141,7 +149,7 @@ def _check_job(job: Job, path: Path) -> None:
 
 
 def _job(spec: dict, method: dict, model: str, seed: int, runs: Path) -> Job:
-    common = dict(spec.get("common") or {})
+    common = {**(spec.get("common") or {}), **(method.get("common") or {})}
     evaluate = {**common, **(spec.get("evaluate") or {}), **(method.get("evaluate") or {}), "model": model,
                 "seed": seed}
     finetune = None
