@@ -41,7 +41,7 @@ from wdro_finetune.invariance.construct import (
 )
 
 log = logging.getLogger("bench_invariance")
-DATA = Path(os.environ.get("WDRO_SHARED_DATA", "/work/shared/data"))
+DATA = Path(os.environ.get("WDRO_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TRAMER = DATA / "tramer_invariance"
 
 

@@ -36,10 +36,10 @@ def _setup(model_name: str, batch: int, device: str):
     return model, dataset, x, y
 
 
-def _objective(dataset: Dataset, threat: str, steps: int, **extra):
+def _objective(dataset: Dataset, threat: str, steps: int, positives: torch.Tensor | None = None, **extra):
     cfg = make_finetune_config(dict(model="m", dataset=dataset.value, method="trades", threat=threat,
                                     inner_steps=steps, **extra))
-    return build_objective(cfg)
+    return build_objective(cfg, positives)
 
 
 def _clock(device: str):
@@ -70,16 +70,21 @@ def measure_times(model_name: str, batch: int, steps: int, repeats: int, device:
         model.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
 
+    index = torch.arange(batch)
+
     def step(objective):
         def run():
             model.zero_grad(set_to_none=True)
-            objective(model, x, y, torch.Generator(device=device).manual_seed(0)).loss.backward()
+            objective(model, x, y, torch.Generator(device=device).manual_seed(0), index).loss.backward()
         return run
 
     objectives = {"trades": _objective(dataset, "pointwise", steps), "wdro": _objective(dataset, "w2", steps),
                   "armor-kl": _objective(dataset, "pointwise", steps, reweight="armor-kl"),
                   "armor-alpha": _objective(dataset, "pointwise", steps, reweight="armor-alpha"),
                   "triplet-sa": _objective(dataset, "pointwise", steps, triplet="sa")}
+    if dataset == Dataset.MNIST:  # L_ia: invariance positives (random stand-ins: the cost does not depend on them)
+        objectives["triplet-sa+ia"] = _objective(dataset, "pointwise", steps, torch.rand_like(x).cpu(),
+                                                 triplet="sa+ia")
     out = {"fwd_bwd": [], **{k: [] for k in objectives}}
     clock = _clock(device)
     for _ in range(3):  # interleave to share any drift of the machine
@@ -171,6 +176,9 @@ def main() -> int:
         ("(TRADES step + armor-alpha alone) / TRADES step", 1 + parts["armor-alpha"] / t["trades"], "<= 1.05"),
         ("(TRADES step + triplet-sa alone) / TRADES step", 1 + parts["triplet-sa"] / t["trades"], "<= 1.10"),
     ]
+    if "triplet-sa+ia" in t:
+        rows += [("TRADES+triplet-sa+ia step / TRADES step", t["triplet-sa+ia"] / t["trades"], "<= 1.10"),
+                 (f"pass-count floor of L_ia: ({k}+3)/({k}+2)", (k + 3) / (k + 2), "")]
     print(f"model {args.model}, batch {args.batch_size}, K={k}, device {args.device}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"fwd+bwd {t['fwd_bwd'] * 1e3:.1f} ms, TRADES step {t['trades'] * 1e3:.1f} ms, "

@@ -19,8 +19,9 @@ Allocator note: with glibc's default malloc, W-PGD's batch loop (one forward + b
 everything freed in between) lets malloc hand the activations' memory back to the OS after every
 batch, so each batch page-faults it in again (about 6k minor faults per batch of 250 here, against
 under 1k for PGD's step loop); that system time grows with N and shows up in the 4N / N ratio.
-``--malloc no-trim`` calls mallopt(M_TRIM_THRESHOLD = 1 GiB, M_MMAP_THRESHOLD = 32 MiB) first, which
-removes it (jemalloc / tcmalloc, which PyTorch's CPU tuning guide recommends, were not tried here).
+``--malloc no-trim`` applies the tuning the console script applies by default
+(``wdro_finetune.utils.allocator.keep_freed_memory``: M_TRIM_THRESHOLD = 1 GiB, M_MMAP_THRESHOLD = 32 MiB),
+which removes it (jemalloc / tcmalloc, which PyTorch's CPU tuning guide recommends, were not tried here).
 
     python benchmarks/bench_wpgd.py [--n 1000] [--steps 10] [--batch-size 250] [--repeats 5]
                                     [--threads 1] [--malloc default|no-trim]
@@ -29,7 +30,7 @@ removes it (jemalloc / tcmalloc, which PyTorch's CPU tuning guide recommends, we
 from __future__ import annotations
 
 import argparse
-import ctypes
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -40,8 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from wdro_finetune.attacks import kl_divergence, pgd, pgd_maximize, w_pgd, w_pgd_budget
+from wdro_finetune.utils.allocator import keep_freed_memory
 
-MNIST_TEST = Path("/work/shared/data/mnist_test.npz")
+MNIST_TEST = Path(os.environ.get("WDRO_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) / "mnist_test.npz"
 DELTA = 0.1
 BETA = 6.0
 Timing = tuple[float, float]  # (wall seconds, CPU seconds)
@@ -50,7 +52,8 @@ Timing = tuple[float, float]  # (wall seconds, CPU seconds)
 def main() -> None:
     args = _parse_args()
     if args.malloc == "no-trim":
-        _no_malloc_trim()
+        if not keep_freed_memory():
+            raise RuntimeError("the allocator tuning needs glibc")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = _model().eval()
@@ -135,13 +138,6 @@ def _report(args: argparse.Namespace, t: dict[str, Timing]) -> None:
         (wall_a, cpu_a), (wall_b, cpu_b) = t[top], t[bottom]
         print(f"| {label} | {wall_a:.3f} / {wall_b:.3f} | {cpu_a:.3f} / {cpu_b:.3f} | "
               f"{wall_a / wall_b:.3f} | {cpu_a / cpu_b:.3f} | {target} |")
-
-
-def _no_malloc_trim() -> None:
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    if not (libc.mallopt(m_trim_threshold, 1 << 30) and libc.mallopt(m_mmap_threshold, 32 << 20)):
-        raise RuntimeError("mallopt failed")
 
 
 def _model() -> nn.Module:

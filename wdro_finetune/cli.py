@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         _setup_logging(args.verbose)
+        from .utils.allocator import keep_freed_memory
+
+        keep_freed_memory()
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

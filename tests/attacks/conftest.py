@@ -7,6 +7,7 @@ Training: 200 Adam steps on 2000 training images (about 2 s on one CPU core, ~94
 from __future__ import annotations
 
 from contextlib import contextmanager
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-DATA = Path("/work/shared/data")
+DATA = Path(os.environ["WDRO_DATA_DIR"])  # set by tests/conftest.py
 
 
 def load_mnist(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:

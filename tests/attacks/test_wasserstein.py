@@ -149,8 +149,8 @@ def test_rescaled_budgets_are_nonnegative_with_rms_delta(budgets, delta):
 
 
 @settings(max_examples=30, deadline=None)
-@given(budgets=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=16), delta=st.floats(0.01, 0.5),
-       cap_factor=st.floats(1.0, 4.0))
+@given(budgets=st.lists(st.one_of(st.just(0.0), st.floats(1e-6, 1.0)), min_size=1, max_size=16),
+       delta=st.floats(0.01, 0.5), cap_factor=st.floats(1.0, 4.0))
 def test_capped_budgets_keep_rms_delta_and_respect_the_cap(budgets, delta, cap_factor):
     cap = delta * cap_factor
     rescaled = rescale_budgets(torch.tensor(budgets, dtype=torch.float64), delta, cap)

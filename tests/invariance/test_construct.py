@@ -1,6 +1,6 @@
 """The l_inf invariance construction against the authors' intermediate results, and the cache.
 
-Reference data: /work/shared/data/tramer_invariance/linf_reference (see SOURCES.md). A full-grid
+Reference data: ../shared/data/tramer_invariance/linf_reference (see SOURCES.md). A full-grid
 search of all 9 other classes over the 60k training images costs ~0.4 s per source on one core,
 so the reference tests use the first 5 (bilinear) and 3 (scipy emulation) of the 100 sources;
 benchmarks/bench_invariance.py reports the figures on all 100. The module runs single-threaded
@@ -33,7 +33,7 @@ from wdro_finetune.invariance.construct import (
     transform_grid,
 )
 
-DATA = Path(os.environ.get("WDRO_SHARED_DATA", "/work/shared/data"))
+DATA = Path(os.environ["WDRO_DATA_DIR"])  # set by tests/conftest.py
 TRAMER = DATA / "tramer_invariance"
 REF = TRAMER / "linf_reference"
 N_NN_SOURCES = 5  # sources for the (slow) all-classes full-grid search test

@@ -19,7 +19,7 @@ from wdro_finetune.invariance.human_sets import (
     target_label_rate,
 )
 
-DATA = Path(os.environ.get("WDRO_SHARED_DATA", "/work/shared/data"))
+DATA = Path(os.environ["WDRO_DATA_DIR"])  # set by tests/conftest.py
 TRAMER = DATA / "tramer_invariance"
 needs_data = pytest.mark.skipif(not TRAMER.exists(), reason="shared data not available")
 
