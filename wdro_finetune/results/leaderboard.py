@@ -1,5 +1,6 @@
-"""CSV leaderboards built from records only: ``<dataset>_<threat_model>.csv`` per pair, plus
-``README.md`` with the tables in Markdown. Same records in, byte-identical files out."""
+"""CSV leaderboards built from records only: ``<dataset>_<threat_model>.csv`` per pair, a robustness-curve
+PNG per pair with W-PGD results, and ``README.md`` with the tables and the plots. Same records in,
+byte-identical CSV and README files out."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def build_leaderboards(records_dir: str | Path, out_dir: str | Path) -> list[Pat
     rebuild that read fewer records can never land after, and overwrite, one that read more."""
     _groups(records_dir)  # corrupt records fail before the output folder is created
     with folder_lock(out_dir):
-        return _write(_groups(records_dir), Path(out_dir))
+        return _write(_groups(records_dir), Path(out_dir), records_dir)
 
 
 def _groups(records_dir: str | Path) -> dict[tuple[str, str], list[dict]]:
@@ -36,7 +37,9 @@ def _groups(records_dir: str | Path) -> dict[tuple[str, str], list[dict]]:
     return groups
 
 
-def _write(groups: dict[tuple[str, str], list[dict]], out_dir: Path) -> list[Path]:
+def _write(groups: dict[tuple[str, str], list[dict]], out_dir: Path, records_dir: str | Path) -> list[Path]:
+    from .plots import collect_curves, robustness_curve
+
     written, sections = [], []
     for (dataset, threat), recs in sorted(groups.items()):
         rows = sorted((record_to_row(r) for r in recs), key=_sort_key)
@@ -44,7 +47,12 @@ def _write(groups: dict[tuple[str, str], list[dict]], out_dir: Path) -> list[Pat
         path = out_dir / f"{dataset}_{threat}.csv"
         atomic_write_text(path, rows_to_csv(rows, columns))
         written.append(path)
-        sections.append(_markdown_section(f"{dataset}_{threat}", rows, columns))
+        section = _markdown_section(f"{dataset}_{threat}", rows, columns)
+        if collect_curves(records_dir, dataset, threat):
+            plot = robustness_curve(records_dir, dataset, threat, out_dir / f"{dataset}_{threat}_robustness.png")
+            written.append(plot)
+            section += f"\n\n![robustness curve, {dataset} {threat}]({plot.name})"
+        sections.append(section)
     readme = out_dir / "README.md"
     atomic_write_text(readme, _readme(sections))
     return written + [readme]
