@@ -15,13 +15,12 @@ from pathlib import Path
 
 from .evaluate.runner import evaluate, make_eval_config
 from .results.leaderboard import build_leaderboards
-from .results.plots import robustness_curve
 from .train.loop import finetune_or_reuse
 
 log = logging.getLogger(__name__)
 
 FINETUNE = dict(model="mnist-smallcnn", source="builtin", dataset="mnist", threat_model="Linf", eps=0.3,
-                method="trades", threat="w2", delta=0.3, beta=6.0, inner_steps=5, reweight="armor-kl", triplet="sa",
+                method="trades", threat="w2", delta=0.2, w2_budget_cap=0.3, beta=6.0, inner_steps=5, reweight="armor-kl", triplet="sa",
                 steps=150, batch_size=128, lr=0.001, optimizer="adamw", weight_decay=0.0, schedule="cosine",
                 train_subset=5000, holdout=500, checkpoint_every=50, seed=0)
 EVALUATE = dict(dataset="mnist", threat_model="Linf", eps=0.3, metrics="clean,autoattack,wdro,invariance",
@@ -42,12 +41,11 @@ def run_demo(out: str | Path, n_examples: int = 500, progress: bool = False) -> 
     records.append(evaluate(make_eval_config(dict(common, model="mnist-smallcnn", source="builtin",
                                                   checkpoint=str(model_path), method=label,
                                                   training=cfg.to_json())), progress=progress).record)
-    files = build_leaderboards(records_dir, out / "leaderboards")
-    curve = robustness_curve(records_dir, "mnist", "Linf", out / "leaderboards" / "mnist_Linf_robustness.png")
+    files = build_leaderboards(records_dir, out / "leaderboards")  # CSV, README and the robustness curve
     _print_table(records)
     print(f"records:     {records_dir / 'records.jsonl'}")
     print(f"fine-tuned:  {model_path}  (run log {run_dir / 'log.jsonl'})")
-    for path in files + [curve]:
+    for path in files:
         print(f"leaderboard: {path}")
     return records
 
