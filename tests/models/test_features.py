@@ -105,3 +105,38 @@ def test_extract_features_uses_features_method_or_one_hooked_pass(model):
     other = WithFeatures()
     torch.testing.assert_close(extract_features(other, x), other.penultimate(x))
     assert other.calls == 0
+
+
+class _ConvHeadPlugin(nn.Module):
+    """A plugin-style model with no nn.Linear: forward(x) = head(features(x)), head a 1x1 convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Conv2d(6, 4, 1)
+        self.calls = 0
+
+    def features(self, x):
+        self.calls += 1
+        return self.trunk(x).flatten(1)
+
+    def forward(self, x):
+        return self.head(self.features(x)[:, :, None, None]).flatten(1)
+
+
+def test_hook_records_a_plugin_features_method_without_extra_forward():
+    model = _ConvHeadPlugin().train()
+    x = torch.rand(5, 3, 8, 8)
+    with FeatureHook(model, training_only=True) as hook:
+        model(x)
+        with hook.paused():
+            model(x)
+        model.eval()
+        model(x)  # eval-mode forwards are skipped with training_only
+    assert model.calls == 3
+    (h,) = hook.pop()
+    torch.testing.assert_close(h, model.trunk(x).flatten(1))
+    assert h.requires_grad and "features" not in model.__dict__  # the method is restored on exit
+    with FeatureHook(model) as hook:
+        model(x)
+    assert len(hook.pop()) == 1

@@ -12,6 +12,10 @@ regulariser on them back-propagates into the network:
         logits_adv = model(x_adv)
     h_clean, h_adv = hook.pop()                 # (N, D) each, in call order
 
+A model whose class defines a ``features(x)`` METHOD (the plugin contract: ``forward(x)`` computes
+``head(self.features(x))``) is recorded at that method's output instead; a ``features`` attribute that is
+an ``nn.Module`` (torchvision VGG's trunk) is not a penultimate feature and is ignored.
+
 Caveats: "last registered Linear" is the classifier for ResNet/WideResNet/PreAct/ViT-style models but not for
 a model that registers its head before other Linear layers, or whose head is a 1x1 convolution: pass
 ``layer=`` explicitly then. Works under DistributedDataParallel (the hook sits on the wrapped module); not
@@ -26,7 +30,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["FeatureHook", "last_linear", "extract_features"]
+__all__ = ["FeatureHook", "last_linear", "extract_features", "has_features_method"]
 
 
 class FeatureHook:
@@ -39,7 +43,9 @@ class FeatureHook:
     """
 
     def __init__(self, model: nn.Module, layer: nn.Module | None = None, training_only: bool = False):
-        self.layer = layer if layer is not None else last_linear(model)
+        self.model = model
+        self.method = layer is None and has_features_method(model)
+        self.layer = layer if layer is not None or self.method else last_linear(model)
         self.training_only = training_only  # skip forwards made in eval mode (e.g. attack iterations)
         self._captured: list[torch.Tensor] = []
         self._handle = None
@@ -47,13 +53,27 @@ class FeatureHook:
 
     def attach(self) -> "FeatureHook":
         """Start recording (no-op if already attached)."""
-        if self._handle is None:
+        if self._handle is None and self.method:
+            original = type(self.model).features.__get__(self.model)
+
+            def recorded(*args, **kwargs):
+                h = original(*args, **kwargs)
+                if not self._paused and (self.model.training or not self.training_only):
+                    self._captured.append(h.reshape(h.shape[0], -1))
+                return h
+
+            self.model.features = recorded  # an instance attribute shadows the method until remove()
+            self._handle = recorded
+        elif self._handle is None:
             self._handle = self.layer.register_forward_pre_hook(self._record, with_kwargs=True)
         return self
 
     def remove(self) -> None:
         """Stop recording; captured tensors are kept until ``pop()``."""
-        if self._handle is not None:
+        if self._handle is not None and self.method:
+            del self.model.features
+            self._handle = None
+        elif self._handle is not None:
             self._handle.remove()
             self._handle = None
 
@@ -103,6 +123,13 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return found
 
 
+def has_features_method(model: nn.Module) -> bool:
+    """True when the model's class defines a ``features(x)`` method (not an ``nn.Module`` named features)."""
+    method = getattr(type(model), "features", None)
+    return callable(method) and not isinstance(method, nn.Module) and \
+        not isinstance(model._modules.get("features"), nn.Module)
+
+
 def extract_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """h(x): (N, D) for standalone use (evaluation, analysis). COSTS ONE FORWARD PASS.
 
@@ -110,8 +137,7 @@ def extract_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ``features``, like torchvision VGG's convolutional trunk, is not a penultimate feature and is ignored);
     otherwise runs ``model(x)`` under a FeatureHook. In training, prefer FeatureHook on the forwards you make.
     """
-    method = getattr(type(model), "features", None)
-    if callable(method) and not isinstance(getattr(model, "features"), nn.Module):
+    if has_features_method(model):
         h = model.features(x)
         return h.reshape(h.shape[0], -1)
     with FeatureHook(model) as hook:
