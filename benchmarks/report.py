@@ -29,7 +29,10 @@ def main() -> int:
     groups = defaultdict(list)
     for rec in recs:
         training = rec.get("training") or {}
-        method = rec["method"] + (f" (delta {training['delta']:g})" if training.get("threat") == "w2" else "")
+        method = rec["method"]
+        if training.get("threat") == "w2":
+            cap = training.get("w2_budget_cap")
+            method += f" (delta {training['delta']:g}" + (f", cap {cap:g})" if cap else ")")
         key = (rec["model"], method) + ((rec["seed"], rec["record_id"]) if args.by_seed else ())
         groups[key].append(rec)
     print("| model | method | seeds | n | " + " | ".join(columns) + " |")
