@@ -178,7 +178,7 @@ def _summary_line(record: dict) -> str:
 # ---------------------------------------------------------------- finetune
 
 def _add_finetune(p: argparse.ArgumentParser) -> None:
-    from .train.config import METHODS, MINERS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS, TRIPLETS
+    from .train.config import DISTANCES, METHODS, MINERS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS, TRIPLETS
 
     _add_model_args(p)
     g = p.add_argument_group("method")
@@ -214,6 +214,8 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--triplet-weight-ia", default=None, help="weight of L_ia (default 0.5)")
     g.add_argument("--inv-cache", default=None, help="invariance cache folder (default cache/invariance)")
     g.add_argument("--triplet-norm-weight", default=None, help="feature-norm penalty weight (default 1e-4)")
+    g.add_argument("--triplet-distance", default=None, choices=DISTANCES,
+                   help="angular distance: 1 - |cos| as in TLA (default abs-cosine), or the signed 1 - cos")
     g.add_argument("--triplet-miner", default=None, choices=MINERS,
                    help="negatives: nearest different-class member of the pool (TLA, default), semi-hard "
                         "(FaceNet: nearest farther than the positive), random")

@@ -81,3 +81,10 @@ def test_triplet_ia_alone_and_its_requirements():
     assert "triplet_sa" not in result.stats and result.stats["triplet_ia"] >= 0
     with pytest.raises(UserError, match="invariance examples"):
         _ia_objective("sa+ia", None)
+
+
+def test_triplet_distance_option_picks_absolute_or_signed_cosine():
+    absolute = _ia_objective("sa", None).regularizer.reg.triplet
+    signed = _ia_objective("sa", None, triplet_distance="cosine").regularizer.reg.triplet
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 0.0]])
+    assert absolute.distance(a, b).item() == 0.0 and signed.distance(a, b).item() == 2.0

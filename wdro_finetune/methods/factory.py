@@ -66,6 +66,6 @@ def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = No
         if weight_ia and inv_positives is None:
             raise UserError(f"--triplet {cfg.triplet} needs the invariance examples of the training images")
         regularizer = TripletTerm(weight_sa, cfg.triplet_norm_weight, cfg.triplet_margin, cfg.triplet_miner,
-                                  cfg.triplet_pool, seed=cfg.seed, weight_ia=weight_ia,
-                                  inv_positives=inv_positives if weight_ia else None)
+                                  cfg.triplet_pool, signed=cfg.triplet_distance == "cosine", seed=cfg.seed,
+                                  weight_ia=weight_ia, inv_positives=inv_positives if weight_ia else None)
     return TrainingObjective(base, cfg.threat, aggregator, cfg.reweight, mix_t, regularizer, cost)

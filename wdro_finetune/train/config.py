@@ -18,6 +18,7 @@ SCHEDULES = ("cosine", "step", "constant")
 REWEIGHTS = ("none", "armor-kl", "armor-kl-learned", "armor-alpha")
 TRIPLETS = ("none", "sa", "ia", "sa+ia")
 MINERS = ("nearest", "semi-hard", "random")
+DISTANCES = ("abs-cosine", "cosine")  # 1 - |cos| (TLA) or the signed 1 - cos
 
 # Fields that may change between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("steps", "epochs", "out", "resume", "eval_after", "device", "checkpoint_every", "lr",
@@ -86,6 +87,7 @@ class FinetuneConfig:
     triplet_norm_weight: float = 1e-4
     triplet_miner: str = "nearest"
     triplet_pool: int = 1
+    triplet_distance: str = "abs-cosine"
 
     @property
     def radius(self) -> float:
@@ -167,7 +169,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
 def _check_choices(values: dict[str, Any]) -> None:
     for key, choices in (("method", METHODS), ("threat", THREATS), ("optimizer", OPTIMIZERS),
                          ("schedule", SCHEDULES), ("reweight", REWEIGHTS),
-                         ("triplet", TRIPLETS), ("triplet_miner", MINERS)):
+                         ("triplet", TRIPLETS), ("triplet_miner", MINERS),
+                         ("triplet_distance", DISTANCES)):
         if key in values and values[key] not in choices:
             raise UserError(f"--{key} must be one of {', '.join(choices)}, got {values[key]!r}")
     init = str(values.get("init", "continue"))
