@@ -592,3 +592,21 @@ def test_an_entry_point_plugin_is_listed_without_import_and_runs_when_used(tmp_p
     assert loaded.source == "plugin" and (site / "IMPORTED_wdro_ep_demo_module").exists()
     assert loaded.module(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     sys.modules.pop("wdro_ep_demo_module", None)
+
+
+def test_sigint_stops_a_sweep_cleanly_and_the_same_command_continues_it(tmp_path):
+    (tmp_path / "sweep.yaml").write_text(
+        "records: rec\nruns: runs\nmodels: [mnist-smallcnn]\n"
+        "common: {dataset: mnist}\nevaluate: {metrics: clean, n_examples: 16}\n"
+        "methods:\n  - name: trades\n    finetune: {pretrained: false, train_subset: 128, holdout: 16,"
+        " batch_size: 16, steps: 8, inner_steps: 2, checkpoint_every: 1, schedule: constant}\n")
+    proc = spawn(cli("sweep", "sweep.yaml"), tmp_path)
+    assert freeze_when(proc, lambda: any(latest_step(ck) == 2 for ck in (tmp_path / "runs").glob("*/checkpoints")))
+    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert "sweep interrupted" in err.strip().splitlines()[-1] and not (tmp_path / "rec" / RECORDS_FILE).exists()
+    done = run(cli("sweep", "sweep.yaml"), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(read_records(tmp_path / "rec")) == 1

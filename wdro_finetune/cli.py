@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 PROG = "wdro-finetune"
 
@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -249,17 +252,13 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
 def _run_finetune(args: argparse.Namespace) -> int:
     from .config import check_known_keys
     from .train.config import FinetuneConfig, make_finetune_config
-    from .train.loop import TrainingInterrupted, finetune
+    from .train.loop import finetune
 
     options = resolve_options(args)
     check_known_keys(options, _option_names(_add_finetune) | set(FinetuneConfig.__dataclass_fields__),
                      "finetune options")
     config = make_finetune_config(options)
-    try:
-        result = finetune(config, progress=sys.stderr.isatty())
-    except TrainingInterrupted as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 130
+    result = finetune(config, progress=sys.stderr.isatty())
     print(f"{result.label}: {result.steps} steps; model at {result.model_path}")
     for record in result.records:
         print(_summary_line(record))
@@ -416,7 +415,11 @@ def _run_sweep(args: argparse.Namespace) -> int:
         return 0
     for k, job in enumerate(jobs, 1):
         print(f"[{k}/{len(jobs)}] {job.describe()}", flush=True)
-        record = run_job(job, sweep.records, progress=sys.stderr.isatty())
+        try:
+            record = run_job(job, sweep.records, progress=sys.stderr.isatty())
+        except Interrupted:
+            raise Interrupted(f"sweep interrupted in job {job.job_id}, its progress saved; run the same sweep "
+                              "command again to continue") from None
         print(_summary_line(record), flush=True)
     print(f"{len(jobs)} jobs done; records in {sweep.records}")
     return 0

@@ -1,4 +1,5 @@
-"""User-facing errors: the CLI turns these into one line on stderr and exit code 2."""
+"""User-facing errors: the CLI turns these into one line on stderr and exit code 2 (``UserError``) or 130
+(``Interrupted``)."""
 
 
 class UserError(Exception):
@@ -6,3 +7,7 @@ class UserError(Exception):
 
     The message must be one line that says what is wrong and, where possible, how to fix it.
     """
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) honoured cleanly: the work in progress was saved; the message says how to continue."""

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks.pointwise import pgd
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from ..evaluate.clean import predict
 from ..methods.factory import build_objective
 from ..models import LoadedModel, load_model
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 _HOLDOUT_CHECK = 256  # held-out training images used by the per-epoch PGD check
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(Interrupted):
     """Ctrl-C: the current step finished and a checkpoint was written."""
 
 
