@@ -157,3 +157,14 @@ def test_triplet_ia_generates_missing_positives_once_and_says_so(tmp_path, capfd
     assert "generating" not in capfd.readouterr().err  # the cache covers the images in use
     a, b = _weights(first.model_path), _weights(second.model_path)
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same cached positives: same weights
+
+
+def test_resume_accepts_a_run_saved_before_an_option_existed():
+    from wdro_finetune.train.loop import _check_same_run
+
+    now = make_finetune_config(dict(TINY, out="x")).to_json()
+    older = {k: v for k, v in now.items() if k != "triplet_distance"}  # saved by a version without the option
+    _check_same_run(older, now, Path("runs/x/checkpoints/step_1.pt"))
+    from wdro_finetune.errors import UserError
+    with pytest.raises(UserError, match="triplet_distance"):
+        _check_same_run(older, dict(now, triplet_distance="cosine"), Path("runs/x/checkpoints/step_1.pt"))

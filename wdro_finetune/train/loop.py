@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks.pointwise import pgd
+from ..config import to_jsonable
 from ..errors import Interrupted, UserError
 from ..evaluate.clean import predict
 from ..methods.factory import build_objective
@@ -160,7 +161,10 @@ def _resume_state(cfg: FinetuneConfig, out: Path) -> dict | None:
 
 
 def _check_same_run(saved: dict, now: dict, path: Path) -> None:
-    diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    """An option the saved run does not name (added to the tool since) counts as its default value."""
+    defaults = FinetuneConfig.__dataclass_fields__
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES
+                  and saved.get(k, to_jsonable(defaults[k].default) if k in defaults else None) != now.get(k))
     if diff:
         raise UserError(f"--resume: options {', '.join(diff)} differ from the run in {path.parent.parent}")
 
