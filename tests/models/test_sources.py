@@ -6,6 +6,7 @@ import sys
 import textwrap
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -241,3 +242,24 @@ def test_robustbench_unknown_name_suggests_close_names():
         load_model("Wong2020Fsat", Dataset.CIFAR10, LINF)
     with pytest.raises(UserError, match="no RobustBench models"):
         load_model("Wong2020Fast", Dataset.MNIST, LINF)
+
+
+def test_bundled_weights_match_their_training_record_and_are_trained(data_dir):
+    import json
+
+    from wdro_finetune.data.datasets import load_split
+    from wdro_finetune.evaluate.clean import predict
+    from wdro_finetune.models.builtin import BUILTIN_MODELS
+
+    assets = Path(__file__).resolve().parents[2] / "wdro_finetune" / "assets" / "weights"
+    for name, entry in BUILTIN_MODELS.items():
+        record = json.loads((assets / f"{entry.name}.json").read_text())
+        assert record["sha256"] == sha256_file(assets / entry.weights_file), name
+        assert record["command"].startswith("python benchmarks/pretrain_base.py")
+        loaded = load_model(name, entry.dataset, LINF)
+        assert loaded.weights_sha256 == record["sha256"]
+        data = load_split(entry.dataset, "test", 200, data_dir=data_dir)
+        accuracy = (predict(loaded.module.eval(), data.x, "cpu", 100) == data.y).float().mean().item()
+        assert accuracy > (0.9 if entry.dataset == Dataset.MNIST else 0.4), (name, accuracy)
+    total = sum((assets / e.weights_file).stat().st_size for e in BUILTIN_MODELS.values())
+    assert total <= 5 * 2**20
