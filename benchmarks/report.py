@@ -1,6 +1,13 @@
-"""Print a Markdown table of records (accuracies with 95% intervals) for benchmarks/RESULTS.md.
+"""Print Markdown tables of records (accuracies with 95% intervals) for benchmarks/RESULTS.md.
 
     python benchmarks/report.py benchmarks/records --dataset mnist [--columns clean_acc,autoattack_acc]
+        [--n 1000] [--by-seed] [--paired trades]
+
+One row per (model, method, n_examples): a single record shows its value and 95% Wilson interval; several seeds
+show mean ± standard deviation over seeds and, in brackets, the lowest and highest per-seed interval bound.
+``--paired BASE`` adds a table of differences to method BASE on the same test images: per seed (records matched by
+seed), the accuracy difference in points from the per-example flags, with a 95% paired bootstrap interval over
+the test images (2000 resamples); then the mean over seeds.
 """
 
 from __future__ import annotations
@@ -10,7 +17,72 @@ import statistics
 import sys
 from collections import defaultdict
 
-from wdro_finetune.results.records import latest_by_id, read_records
+import numpy as np
+
+from wdro_finetune.results.records import latest_by_id, load_per_example, read_records
+
+
+def method_label(rec: dict) -> str:
+    """The record's method, with the W_2 budget (and cap) of a W-DRO fine-tune."""
+    training = rec.get("training") or {}
+    method = rec["method"]
+    if training.get("threat") == "w2":
+        cap = training.get("w2_budget_cap")
+        method += f" (delta {training['delta']:g}" + (f", cap {cap:g})" if cap else ")")
+    return method
+
+
+def summary_cell(values: list[dict]) -> str:
+    """One record: value [lo, hi]; several: mean ± sd [min lo, max hi]."""
+    if not values:
+        return ""
+    if len(values) == 1:
+        v = values[0]
+        return f"{v['value']:.1f}" + (f" [{v['lo']:.1f}, {v['hi']:.1f}]" if v.get("lo") is not None else "")
+    xs = [v["value"] for v in values]
+    bounds = [(v["lo"], v["hi"]) for v in values if v.get("lo") is not None]
+    tail = f" [{min(b[0] for b in bounds):.1f}, {max(b[1] for b in bounds):.1f}]" if bounds else ""
+    return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}{tail}"
+
+
+def summary_table(groups: dict, columns: list[str]) -> None:
+    print("| model | method | seeds | n | " + " | ".join(columns) + " |")
+    print("|---" * (4 + len(columns)) + "|")
+    for key in sorted(groups):
+        group = groups[key]
+        cells = [summary_cell([r["metrics"][c] for r in group if c in r["metrics"]]) for c in columns]
+        seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
+        print(f"| {key[0]} | {key[1]} | {seeds} | {key[2]} | " + " | ".join(cells) + " |")
+
+
+def paired_difference(records_dir: str, rec: dict, base: dict, flag: str, rng: np.random.Generator):
+    """Accuracy difference rec - base in points with a 95% paired bootstrap interval over examples."""
+    a = load_per_example(records_dir, rec["record_id"])[flag].astype(float)
+    b = load_per_example(records_dir, base["record_id"])[flag].astype(float)
+    diff = a - b
+    boot = diff[rng.integers(0, len(diff), size=(2000, len(diff)))].mean(axis=1)
+    return 100 * diff.mean(), 100 * np.quantile(boot, 0.025), 100 * np.quantile(boot, 0.975)
+
+
+def paired_table(records_dir: str, groups: dict, baseline: str, columns: list[str]) -> None:
+    rng = np.random.default_rng(0)
+    print(f"\nDifference to {baseline} (points; per seed with 95% paired bootstrap interval over test images):\n")
+    print("| model | method | n | metric | per seed | mean over seeds |")
+    print("|---|---|---|---|---|---|")
+    for (model, method, n), group in sorted(groups.items()):
+        base = {r["seed"]: r for r in groups.get((model, baseline, n), [])}
+        if method == baseline or not base:
+            continue
+        for col in columns:
+            flag = col.removesuffix("_acc")
+            cells, means = [], []
+            for rec in sorted(group, key=lambda r: r["seed"]):
+                if rec["seed"] in base and col in rec["metrics"]:
+                    d, lo, hi = paired_difference(records_dir, rec, base[rec["seed"]], flag, rng)
+                    cells.append(f"s{rec['seed']}: {d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+                    means.append(d)
+            if means:
+                print(f"| {model} | {method} | {n} | {col} | {'; '.join(cells)} | {statistics.mean(means):+.2f} |")
 
 
 def main() -> int:
@@ -18,9 +90,12 @@ def main() -> int:
     parser.add_argument("records")
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--columns", default=None, help="metric names (default: all accuracies)")
+    parser.add_argument("--n", type=int, default=None, help="only records with this many test examples")
     parser.add_argument("--by-seed", action="store_true", help="one row per record instead of mean over seeds")
+    parser.add_argument("--paired", metavar="BASE", default=None, help="also print differences to method BASE")
     args = parser.parse_args()
-    recs = [r for r in latest_by_id(read_records(args.records)) if args.dataset in (None, r["dataset"])]
+    recs = [r for r in latest_by_id(read_records(args.records))
+            if args.dataset in (None, r["dataset"]) and args.n in (None, r["n_examples"])]
     if not recs:
         print("no records", file=sys.stderr)
         return 1
@@ -28,31 +103,11 @@ def main() -> int:
         {k for r in recs for k in r["metrics"] if "_acc" in k}, key=lambda c: (c != "clean_acc", c))
     groups = defaultdict(list)
     for rec in recs:
-        training = rec.get("training") or {}
-        method = rec["method"]
-        if training.get("threat") == "w2":
-            cap = training.get("w2_budget_cap")
-            method += f" (delta {training['delta']:g}" + (f", cap {cap:g})" if cap else ")")
-        key = (rec["model"], method) + ((rec["seed"], rec["record_id"]) if args.by_seed else ())
-        groups[key].append(rec)
-    print("| model | method | seeds | n | " + " | ".join(columns) + " |")
-    print("|---" * (4 + len(columns)) + "|")
-    for key in sorted(groups):
-        group = groups[key]
-        cells = []
-        for col in columns:
-            vals = [r["metrics"][col] for r in group if col in r["metrics"]]
-            if not vals:
-                cells.append("")
-            elif len(vals) == 1 and vals[0].get("lo") is not None:
-                v = vals[0]
-                cells.append(f"{v['value']:.1f} [{v['lo']:.1f}, {v['hi']:.1f}]")
-            else:
-                xs = [v["value"] for v in vals]
-                spread = f" ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else ""
-                cells.append(f"{statistics.mean(xs):.1f}{spread}")
-        seeds = ",".join(str(r["seed"]) for r in group)
-        print(f"| {key[0]} | {key[1]} | {seeds} | {group[0]['n_examples']} | " + " | ".join(cells) + " |")
+        key = (rec["model"], method_label(rec), rec["n_examples"])
+        groups[key + ((rec["seed"], rec["record_id"]) if args.by_seed else ())].append(rec)
+    summary_table(groups, columns)
+    if args.paired and not args.by_seed:
+        paired_table(args.records, groups, args.paired, columns)
     return 0
 
 
