@@ -193,6 +193,11 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
                    help="with --threat w2: no image's budget exceeds this (>= delta; default: none)")
     g.add_argument("--beta", default=None, help="TRADES weight of the KL term (default 6)")
     g.add_argument("--inner-steps", default=None, type=int, help="attack steps of the inner maximisation (default 10)")
+    g.add_argument("--inner-step-size", default=None,
+                   help="step of the pointwise inner attack in [0,1] pixel units (default 2.5*eps/K; fgsm-at 1.25*eps)")
+    g.add_argument("--eps-ramp", default=None, type=int,
+                   help="eps warm-up: the inner radius and step grow linearly from 1/N to full over the first N "
+                        "steps (default 0: none)")
     g.add_argument("--init", default=None, help="continue | reinit-head | perturb:SIGMA (default continue)")
     g.add_argument("--reweight", default=None, choices=REWEIGHTS, help="ARMOR_D re-weighting (default none)")
     g.add_argument("--armor-eps", default=None, help="ARMOR_D divergence budget (default 0.02 KL, 0.5 alpha)")

@@ -168,3 +168,14 @@ def test_resume_accepts_a_run_saved_before_an_option_existed():
     from wdro_finetune.errors import UserError
     with pytest.raises(UserError, match="triplet_distance"):
         _check_same_run(older, dict(now, triplet_distance="cosine"), Path("runs/x/checkpoints/step_1.pt"))
+
+
+def test_resume_inside_an_eps_warm_up_equals_the_uninterrupted_run(tmp_path):
+    ramp = dict(method="fgsm-at", eps_ramp=8, inner_step_size=0.3)
+    full = _run(tmp_path, "full", steps=10, checkpoint_every=100, **ramp)
+    _run(tmp_path, "split", steps=5, checkpoint_every=100, **ramp)
+    resumed = _run(tmp_path, "split", steps=10, checkpoint_every=100, resume=True, **ramp)
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = _weights(_run(tmp_path, "plain", steps=10, checkpoint_every=100, method="fgsm-at", inner_step_size=0.3))
+    assert not all(torch.equal(a[k], plain[k]) for k in a)  # the ramp changes training

@@ -8,7 +8,7 @@ from ..attacks.transport import TransportCost
 from ..errors import UserError
 from ..train.config import FinetuneConfig
 from .base import AdversarialCE, Mart, Trades, Udr
-from .maximizers import PointwiseMaximizer, SoftBallMaximizer, WassersteinMaximizer
+from .maximizers import PointwiseMaximizer, RadiusRamp, SoftBallMaximizer, WassersteinMaximizer
 from .objective import TrainingObjective
 from .regularizers import TripletTerm
 from .reweight import make_aggregator
@@ -24,26 +24,34 @@ def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = No
     """
     norm = cfg.threat_model.value
     steps = 1 if cfg.method == "fgsm-at" else cfg.inner_steps
+    step_size = cfg.inner_step_size
     if cfg.threat == "w2":
+        if step_size is not None:
+            raise UserError("--inner-step-size sets the pointwise attacks' step; W-PGD-budget has its own")
         maximizer = WassersteinMaximizer(delta=cfg.radius, norm=norm, steps=steps,
                                          budget_cap=cfg.w2_budget_cap)
     elif cfg.method == "fgsm-at":
-        maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=1, step_size=1.25 * cfg.eps, start="uniform")
+        maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=1,
+                                       step_size=1.25 * cfg.eps if step_size is None else step_size, start="uniform")
     elif cfg.method == "pgd-at":
-        maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="uniform")
+        maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, step_size=step_size, start="uniform")
     else:
-        maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, start="normal")
+        maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, step_size=step_size, start="normal")
     if cfg.method == "udr" and (cfg.threat == "w2" or norm != "Linf"):
         raise UserError("--method udr supports --threat pointwise with --threat-model Linf")
+    if cfg.method == "udr" and cfg.eps_ramp:
+        raise UserError("--eps-ramp is not available with --method udr (its adaptive cost weight assumes a fixed eps)")
     cost = None
     if cfg.armor_cost_weight:
         if cfg.threat == "w2" or cfg.method == "udr":
             raise UserError("--armor-cost-weight (soft-ball transport) goes with --threat pointwise and a base "
                             "other than udr (UDR has its own soft ball)")
         cost = TransportCost(cfg.armor_cost_weight, cfg.armor_cost_p, cfg.armor_cost_q)
-        maximizer = SoftBallMaximizer(cfg.eps, cost, norm=norm, steps=steps)
+        maximizer = SoftBallMaximizer(cfg.eps, cost, norm=norm, steps=steps, step_size=step_size)
+    if cfg.eps_ramp:
+        maximizer = RadiusRamp(maximizer, cfg.eps_ramp)
     bases = {"trades": lambda: Trades(maximizer, beta=cfg.beta), "mart": lambda: Mart(maximizer, beta=cfg.beta),
-             "udr": lambda: Udr(cfg.eps, steps=steps)}
+             "udr": lambda: Udr(cfg.eps, steps=steps, step_size=step_size)}
     base = bases[cfg.method]() if cfg.method in bases else AdversarialCE(maximizer, cfg.method)
     aggregator = None
     if cfg.reweight != "none":

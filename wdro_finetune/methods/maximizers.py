@@ -4,6 +4,7 @@
 - :class:`WassersteinMaximizer`: W-PGD-budget over a W_2 ball of radius delta around the batch:
   per-sample budgets b_i with sqrt(mean b_i^2) <= delta over the (global) batch.
 - :class:`SoftBallMaximizer`: no hard ball; the attacker pays a transport cost w ||x' - x||_p^q.
+- :class:`RadiusRamp`: wraps one of them; its radius grows linearly over the first training steps.
 
 Both: ``__call__(model, x, objective, generator) -> x_adv`` with x (N, C, H, W) in [0, 1],
 ``objective(logits_adv) -> (N,)`` to maximise. The model runs in eval mode inside.
@@ -11,7 +12,7 @@ Both: ``__call__(model, x, objective, generator) -> x_adv`` with x (N, C, H, W) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -41,6 +42,11 @@ class PointwiseMaximizer:
         return pgd_maximize(model, x, objective, eps=self.eps, norm=self.norm, steps=self.steps, step_size=step,
                             start=self.start, generator=generator)
 
+    def scaled(self, factor: float) -> "PointwiseMaximizer":
+        """The same attack with radius and step size times ``factor``."""
+        return replace(self, eps=self.eps * factor,
+                       step_size=None if self.step_size is None else self.step_size * factor)
+
 
 @dataclass(frozen=True)
 class WassersteinMaximizer:
@@ -60,6 +66,11 @@ class WassersteinMaximizer:
                             step_size_dir=self.step_size_dir, momentum=self.momentum,
                             budget_cap=self.budget_cap, generator=generator)
 
+    def scaled(self, factor: float) -> "WassersteinMaximizer":
+        """The same attack with radius (and per-image cap) times ``factor``."""
+        return replace(self, delta=self.delta * factor,
+                       budget_cap=None if self.budget_cap is None else self.budget_cap * factor)
+
 
 @dataclass(frozen=True)
 class SoftBallMaximizer:
@@ -78,3 +89,27 @@ class SoftBallMaximizer:
         step = self.step_size if self.step_size is not None else 2.5 * self.eps / max(1, self.steps)
         return soft_ball_maximize(model, x, objective, self.cost, norm=self.norm, steps=self.steps, step_size=step,
                                   generator=generator)
+
+    def scaled(self, factor: float) -> "SoftBallMaximizer":
+        """The same attack with move scale and step size times ``factor`` (the cost is unchanged)."""
+        return replace(self, eps=self.eps * factor,
+                       step_size=None if self.step_size is None else self.step_size * factor)
+
+
+class RadiusRamp:
+    """Epsilon warm-up: at training step s (0-based) the wrapped maximiser runs with its radius and step sizes
+    times min(1, (s + 1) / ramp_steps). The factor depends on the step only, so resumed runs are exact.
+    Call :meth:`set_step` before each step."""
+
+    def __init__(self, inner, ramp_steps: int):
+        if ramp_steps < 1:
+            raise ValueError(f"ramp_steps must be >= 1, got {ramp_steps}")
+        self.inner, self.ramp_steps, self.factor = inner, int(ramp_steps), 1.0
+
+    def set_step(self, step: int) -> None:
+        self.factor = min(1.0, (step + 1) / self.ramp_steps)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        attack = self.inner if self.factor == 1.0 else self.inner.scaled(self.factor)
+        return attack(model, x, objective, generator)

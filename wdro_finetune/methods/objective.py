@@ -63,6 +63,12 @@ class TrainingObjective(nn.Module):
         return method_label(self.base.name, self.threat, self.reweight,
                             self.regularizer.label if self.regularizer else None)
 
+    def set_step(self, step: int) -> None:
+        """Tell step-dependent parts (an eps warm-up of the inner maximiser) the training step about to run."""
+        maximizer = getattr(self.base, "maximizer", None)
+        if hasattr(maximizer, "set_step"):
+            maximizer.set_step(step)
+
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None, index: torch.Tensor | None = None) -> StepResult:
         """One step's loss for the batch x (B, C, H, W), y (B,); ``index`` (B,): the batch's rows in the

@@ -39,6 +39,8 @@ class FinetuneConfig:
     w2_budget_cap: float | None = None  # per-sample cap on the W_2 budgets (None: only the [0, 1] box)
     beta: float = 6.0
     inner_steps: int = 10
+    inner_step_size: float | None = None  # pointwise attacks' step (None: 2.5 eps / K; FGSM 1.25 eps)
+    eps_ramp: int = 0  # eps warm-up: the inner radius grows linearly over this many steps (0: none)
     init: str = "continue"
     epochs: int | None = None
     steps: int | None = None
@@ -143,9 +145,9 @@ def eval_after_options(cfg: FinetuneConfig) -> dict[str, Any]:
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     floats = ("delta", "w2_budget_cap", "beta", "lr", "momentum", "weight_decay", "grad_clip", "armor_eps",
               "armor_kappa", "armor_alpha", "armor_t", "armor_lr", "armor_cost_weight", "armor_cost_q",
-              "triplet_margin", "triplet_weight_sa", "triplet_weight_ia", "triplet_norm_weight")
+              "triplet_margin", "triplet_weight_sa", "triplet_weight_ia", "triplet_norm_weight", "inner_step_size")
     ints = ("inner_steps", "epochs", "steps", "warmup", "batch_size", "train_subset", "holdout", "seed",
-            "checkpoint_every", "n_eval", "triplet_pool")
+            "checkpoint_every", "n_eval", "triplet_pool", "eps_ramp")
     out = dict(values)
     for key in floats:
         if key in out:
@@ -188,11 +190,11 @@ def _check_ranges(values: dict[str, Any]) -> None:
     if values.get("epochs") is None and values.get("steps") is None:
         values["steps"] = 500
     positive = ("inner_steps", "epochs", "steps", "batch_size", "train_subset", "checkpoint_every", "lr", "n_eval",
-                "triplet_pool", "armor_lr")
+                "triplet_pool", "armor_lr", "inner_step_size")
     for key in positive:
         if values.get(key) is not None and values[key] <= 0:
             raise UserError(f"--{key.replace('_', '-')} must be > 0, got {values[key]}")
-    for key in ("beta", "weight_decay", "warmup", "holdout", "momentum"):
+    for key in ("beta", "weight_decay", "warmup", "holdout", "momentum", "eps_ramp"):
         if values.get(key) is not None and values[key] < 0:
             raise UserError(f"--{key.replace('_', '-')} must be >= 0, got {values[key]}")
     if values.get("delta") is not None:

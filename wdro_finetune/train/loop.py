@@ -228,6 +228,7 @@ class _Run:
         if _channels_last(self.cfg):
             x = x.contiguous(memory_format=torch.channels_last)
         self.model.train()
+        self.objective.set_step(self.step)
         with self._autocast():
             result = self.objective(self.model, x, y, generator, index)
         if not torch.isfinite(result.loss):

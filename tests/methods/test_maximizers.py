@@ -1,0 +1,72 @@
+"""Inner-maximiser options: the pointwise step size and the eps warm-up (RadiusRamp)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from wdro_finetune.errors import UserError
+from wdro_finetune.methods.factory import build_objective
+from wdro_finetune.methods.maximizers import PointwiseMaximizer, RadiusRamp, WassersteinMaximizer
+from wdro_finetune.train.config import make_finetune_config
+
+BASE = dict(model="mnist-smallcnn", dataset="mnist", eps=0.3, steps=10)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+
+def _ce(y):
+    return lambda logits: nn.functional.cross_entropy(logits, y, reduction="none")
+
+
+def test_the_ramp_scales_the_radius_linearly_then_holds_it():
+    x = torch.rand(32, 1, 4, 4)
+    y = torch.randint(0, 3, (32,))
+    ramp = RadiusRamp(PointwiseMaximizer(eps=0.3, steps=1, step_size=0.375, start="uniform"), ramp_steps=4)
+    largest = []
+    for step in range(6):
+        ramp.set_step(step)
+        x_adv = ramp(_model(), x, _ce(y), torch.Generator().manual_seed(step))
+        largest.append((x_adv - x).abs().max().item())
+    limits = [0.075, 0.15, 0.225, 0.3, 0.3, 0.3]
+    for got, limit in zip(largest, limits):
+        assert got <= limit + 1e-6
+        assert got >= 0.9 * limit  # FGSM with a step of 1.25 eps reaches the (scaled) ball's surface
+    assert ramp.factor == 1.0
+
+
+def test_a_ramped_attack_equals_the_attack_built_at_the_smaller_radius():
+    x = torch.rand(8, 1, 4, 4)
+    y = torch.randint(0, 3, (8,))
+    model = _model()
+    ramp = RadiusRamp(PointwiseMaximizer(eps=0.2, steps=3, start="uniform"), ramp_steps=10)
+    ramp.set_step(4)  # factor 0.5
+    got = ramp(model, x, _ce(y), torch.Generator().manual_seed(1))
+    want = PointwiseMaximizer(eps=0.1, steps=3, start="uniform")(model, x, _ce(y), torch.Generator().manual_seed(1))
+    assert torch.equal(got, want)
+    w2 = WassersteinMaximizer(delta=0.1, budget_cap=0.3).scaled(0.5)
+    assert (w2.delta, w2.budget_cap) == (0.05, 0.15)
+
+
+def test_factory_passes_step_size_and_ramp():
+    obj = build_objective(make_finetune_config(dict(BASE, method="fgsm-at", inner_step_size=0.3)))
+    assert obj.base.maximizer.step_size == 0.3
+    assert build_objective(make_finetune_config(dict(BASE, method="fgsm-at"))).base.maximizer.step_size == \
+        pytest.approx(0.375)
+    ramped = build_objective(make_finetune_config(dict(BASE, method="trades", eps_ramp=5))).base.maximizer
+    assert isinstance(ramped, RadiusRamp) and ramped.inner.eps == 0.3
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(eps_ramp=-1), "eps-ramp"),
+    (dict(inner_step_size=0), "inner-step-size"),
+    (dict(method="udr", eps_ramp=3), "eps-ramp"),
+    (dict(threat="w2", inner_step_size=0.1), "inner-step-size"),
+])
+def test_bad_values_are_user_errors(options, match):
+    with pytest.raises(UserError, match=match):
+        build_objective(make_finetune_config(dict(BASE, **options)))
