@@ -194,7 +194,7 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta", default=None, help="TRADES weight of the KL term (default 6)")
     g.add_argument("--inner-steps", default=None, type=int, help="attack steps of the inner maximisation (default 10)")
     g.add_argument("--inner-step-size", default=None,
-                   help="step of the pointwise inner attack in [0,1] pixel units (default 2.5*eps/K; fgsm-at 1.25*eps)")
+                   help="step of the pointwise inner attack in [0,1] pixel units (default 2.5*eps/K; fgsm-at 1.25*eps; n-fgsm-at eps)")
     g.add_argument("--eps-ramp", default=None, type=int,
                    help="eps warm-up: the inner radius and step grow linearly from 1/N to full over the first N "
                         "steps (default 0: none)")

@@ -8,7 +8,7 @@ from torch import nn
 
 from wdro_finetune.errors import UserError
 from wdro_finetune.methods.factory import build_objective
-from wdro_finetune.methods.maximizers import PointwiseMaximizer, RadiusRamp, WassersteinMaximizer
+from wdro_finetune.methods.maximizers import NoiseFgsmMaximizer, PointwiseMaximizer, RadiusRamp, WassersteinMaximizer
 from wdro_finetune.train.config import make_finetune_config
 
 BASE = dict(model="mnist-smallcnn", dataset="mnist", eps=0.3, steps=10)
@@ -70,3 +70,25 @@ def test_factory_passes_step_size_and_ramp():
 def test_bad_values_are_user_errors(options, match):
     with pytest.raises(UserError, match=match):
         build_objective(make_finetune_config(dict(BASE, **options)))
+
+
+def test_n_fgsm_steps_from_wide_noise_without_projection():
+    torch.manual_seed(1)
+    x = torch.rand(64, 1, 4, 4)
+    y = torch.randint(0, 3, (64,))
+    model = _model()
+    got = NoiseFgsmMaximizer(eps=0.1)(model, x, _ce(y), torch.Generator().manual_seed(5))
+    # by hand: uniform noise in the 2*eps box from the same generator, then one signed step of eps, clip to [0, 1]
+    noise = 0.2 * (2.0 * torch.rand(x.shape, generator=torch.Generator().manual_seed(5)) - 1.0)
+    x_noise = (x + noise).clamp(0.0, 1.0).requires_grad_(True)
+    nn.functional.cross_entropy(model(x_noise), y, reduction="sum").backward()
+    want = (x_noise.detach() + 0.1 * x_noise.grad.sign()).clamp(0.0, 1.0)
+    assert torch.allclose(got, want, atol=1e-6)
+    dist = (got - x).abs().amax(dim=(1, 2, 3))
+    assert dist.max() <= 0.3 + 1e-6 and dist.max() > 0.1  # beyond eps: no projection
+    assert got.min() >= 0 and got.max() <= 1
+
+
+def test_n_fgsm_is_a_method():
+    obj = build_objective(make_finetune_config(dict(BASE, method="n-fgsm-at")))
+    assert isinstance(obj.base.maximizer, NoiseFgsmMaximizer) and obj.label == "n-fgsm-at"

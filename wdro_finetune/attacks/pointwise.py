@@ -68,6 +68,23 @@ def pgd_maximize(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps
     return x_adv.detach()
 
 
+def noise_fgsm_maximize(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, norm: str = "Linf",
+                        noise_scale: float = 2.0, step_size: float | None = None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """N-FGSM (de Jorge et al. 2022): one gradient step of ``step_size`` (default eps) from a uniform random point
+    of the (noise_scale * eps)-ball, NOT projected back to the eps-ball (only clipped to [0, 1]): the
+    perturbation can reach (noise_scale * eps + step_size). The wide noise and the missing projection are what
+    keep single-step training from catastrophic overfitting at large eps.
+    Returns (N, C, H, W) in [0, 1], detached."""
+    norm = check_norm(norm)
+    x0 = x.detach()
+    x_noise = _start_point(x0, noise_scale * eps, norm, "uniform", generator)
+    with eval_mode(model):
+        grad, _, _ = input_gradient(model, x_noise, objective)
+    step = eps if step_size is None else step_size
+    return (x_noise + step * ascent_direction(grad, norm)).clamp_(0.0, 1.0).detach()
+
+
 def input_gradient(model: nn.Module, x: torch.Tensor, objective: Objective
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample input gradients of ``objective(model(x))``.

@@ -8,7 +8,7 @@ from ..attacks.transport import TransportCost
 from ..errors import UserError
 from ..train.config import FinetuneConfig
 from .base import AdversarialCE, Mart, Trades, Udr
-from .maximizers import PointwiseMaximizer, RadiusRamp, SoftBallMaximizer, WassersteinMaximizer
+from .maximizers import NoiseFgsmMaximizer, PointwiseMaximizer, RadiusRamp, SoftBallMaximizer, WassersteinMaximizer
 from .objective import TrainingObjective
 from .regularizers import TripletTerm
 from .reweight import make_aggregator
@@ -23,7 +23,7 @@ def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = No
     ia / sa+ia (see :func:`wdro_finetune.invariance.positives.training_positives`).
     """
     norm = cfg.threat_model.value
-    steps = 1 if cfg.method == "fgsm-at" else cfg.inner_steps
+    steps = 1 if cfg.method in ("fgsm-at", "n-fgsm-at") else cfg.inner_steps
     step_size = cfg.inner_step_size
     if cfg.threat == "w2":
         if step_size is not None:
@@ -33,6 +33,8 @@ def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = No
     elif cfg.method == "fgsm-at":
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=1,
                                        step_size=1.25 * cfg.eps if step_size is None else step_size, start="uniform")
+    elif cfg.method == "n-fgsm-at":
+        maximizer = NoiseFgsmMaximizer(eps=cfg.eps, norm=norm, step_size=step_size)
     elif cfg.method == "pgd-at":
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=steps, step_size=step_size, start="uniform")
     else:

@@ -4,6 +4,7 @@
 - :class:`WassersteinMaximizer`: W-PGD-budget over a W_2 ball of radius delta around the batch:
   per-sample budgets b_i with sqrt(mean b_i^2) <= delta over the (global) batch.
 - :class:`SoftBallMaximizer`: no hard ball; the attacker pays a transport cost w ||x' - x||_p^q.
+- :class:`NoiseFgsmMaximizer`: N-FGSM, one step from wide noise without projection (single-step training).
 - :class:`RadiusRamp`: wraps one of them; its radius grows linearly over the first training steps.
 
 Both: ``__call__(model, x, objective, generator) -> x_adv`` with x (N, C, H, W) in [0, 1],
@@ -18,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..attacks.pointwise import pgd_maximize
+from ..attacks.pointwise import noise_fgsm_maximize, pgd_maximize
 from ..attacks.transport import TransportCost, soft_ball_maximize
 from ..attacks.wasserstein import w_pgd_budget
 
@@ -43,6 +44,28 @@ class PointwiseMaximizer:
                             start=self.start, generator=generator)
 
     def scaled(self, factor: float) -> "PointwiseMaximizer":
+        """The same attack with radius and step size times ``factor``."""
+        return replace(self, eps=self.eps * factor,
+                       step_size=None if self.step_size is None else self.step_size * factor)
+
+
+@dataclass(frozen=True)
+class NoiseFgsmMaximizer:
+    """N-FGSM: uniform noise in the (noise_scale * eps)-ball, one step of ``step_size`` (default eps), no
+    projection to the eps-ball."""
+
+    eps: float
+    norm: str = "Linf"
+    noise_scale: float = 2.0
+    step_size: float | None = None
+    threat: str = "pointwise"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        return noise_fgsm_maximize(model, x, objective, eps=self.eps, norm=self.norm, noise_scale=self.noise_scale,
+                                   step_size=self.step_size, generator=generator)
+
+    def scaled(self, factor: float) -> "NoiseFgsmMaximizer":
         """The same attack with radius and step size times ``factor``."""
         return replace(self, eps=self.eps * factor,
                        step_size=None if self.step_size is None else self.step_size * factor)

@@ -11,7 +11,7 @@ from ..config import (Dataset, ThreatModel, check_device, check_eps, default_eps
                       parse_threat_model, to_jsonable)
 from ..errors import UserError
 
-METHODS = ("trades", "mart", "udr", "pgd-at", "fgsm-at")
+METHODS = ("trades", "mart", "udr", "pgd-at", "fgsm-at", "n-fgsm-at")
 THREATS = ("pointwise", "w2")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
