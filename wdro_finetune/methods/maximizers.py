@@ -26,8 +26,16 @@ from ..attacks.wasserstein import w_pgd_budget
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
 
+class _ScalesEps:
+    """``scaled(factor)``: a copy with ``eps`` and an explicit ``step_size`` times factor (the eps warm-up)."""
+
+    def scaled(self, factor: float):
+        return replace(self, eps=self.eps * factor,
+                       step_size=None if self.step_size is None else self.step_size * factor)
+
+
 @dataclass(frozen=True)
-class PointwiseMaximizer:
+class PointwiseMaximizer(_ScalesEps):
     """K-step PGD in the eps-ball; ``start`` 'normal' (TRADES: x + 0.001 N(0,1)) or 'uniform'."""
 
     eps: float
@@ -43,14 +51,9 @@ class PointwiseMaximizer:
         return pgd_maximize(model, x, objective, eps=self.eps, norm=self.norm, steps=self.steps, step_size=step,
                             start=self.start, generator=generator)
 
-    def scaled(self, factor: float) -> "PointwiseMaximizer":
-        """The same attack with radius and step size times ``factor``."""
-        return replace(self, eps=self.eps * factor,
-                       step_size=None if self.step_size is None else self.step_size * factor)
-
 
 @dataclass(frozen=True)
-class NoiseFgsmMaximizer:
+class NoiseFgsmMaximizer(_ScalesEps):
     """N-FGSM: uniform noise in the (noise_scale * eps)-ball, one step of ``step_size`` (default eps), no
     projection to the eps-ball."""
 
@@ -64,11 +67,6 @@ class NoiseFgsmMaximizer:
                  generator: torch.Generator | None = None) -> torch.Tensor:
         return noise_fgsm_maximize(model, x, objective, eps=self.eps, norm=self.norm, noise_scale=self.noise_scale,
                                    step_size=self.step_size, generator=generator)
-
-    def scaled(self, factor: float) -> "NoiseFgsmMaximizer":
-        """The same attack with radius and step size times ``factor``."""
-        return replace(self, eps=self.eps * factor,
-                       step_size=None if self.step_size is None else self.step_size * factor)
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ class WassersteinMaximizer:
 
 
 @dataclass(frozen=True)
-class SoftBallMaximizer:
+class SoftBallMaximizer(_ScalesEps):
     """K signed-gradient steps on objective - cost(x' - x), only box-clipped; the step size
     defaults to 2.5 * eps / steps, so eps sets the scale of the moves, not a limit."""
 
@@ -112,11 +110,6 @@ class SoftBallMaximizer:
         step = self.step_size if self.step_size is not None else 2.5 * self.eps / max(1, self.steps)
         return soft_ball_maximize(model, x, objective, self.cost, norm=self.norm, steps=self.steps, step_size=step,
                                   generator=generator)
-
-    def scaled(self, factor: float) -> "SoftBallMaximizer":
-        """The same attack with move scale and step size times ``factor`` (the cost is unchanged)."""
-        return replace(self, eps=self.eps * factor,
-                       step_size=None if self.step_size is None else self.step_size * factor)
 
 
 class RadiusRamp:
