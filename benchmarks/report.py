@@ -5,7 +5,7 @@
 
 One row per (model, method, n_examples): a single record shows its value and 95% Wilson interval; several seeds
 show mean ± standard deviation over seeds and, in brackets, the lowest and highest per-seed interval bound.
-``--paired BASE`` adds a table of differences to method BASE on the same test images: per seed (records matched by
+``--paired BASE`` adds, for metrics with per-example flags, a table of differences to method BASE on the same test images: per seed (records matched by
 seed), the accuracy difference in points from the per-example flags, with a 95% paired bootstrap interval over
 the test images (2000 resamples); then the mean over seeds.
 """
@@ -57,8 +57,10 @@ def summary_table(groups: dict, columns: list[str]) -> None:
 
 def paired_difference(records_dir: str, rec: dict, base: dict, flag: str, rng: np.random.Generator):
     """Accuracy difference rec - base in points with a 95% paired bootstrap interval over examples."""
-    a = load_per_example(records_dir, rec["record_id"])[flag].astype(float)
-    b = load_per_example(records_dir, base["record_id"])[flag].astype(float)
+    flags_a, flags_b = load_per_example(records_dir, rec["record_id"]), load_per_example(records_dir, base["record_id"])
+    if flag not in flags_a or flag not in flags_b:
+        return None  # no per-example flags for this metric (e.g. generated-set rates)
+    a, b = flags_a[flag].astype(float), flags_b[flag].astype(float)
     diff = a - b
     boot = diff[rng.integers(0, len(diff), size=(2000, len(diff)))].mean(axis=1)
     return 100 * diff.mean(), 100 * np.quantile(boot, 0.025), 100 * np.quantile(boot, 0.975)
@@ -74,11 +76,13 @@ def paired_table(records_dir: str, groups: dict, baseline: str, columns: list[st
         if method == baseline or not base:
             continue
         for col in columns:
-            flag = col.removesuffix("_acc")
+            flag = col.removesuffix("_acc").removesuffix("_agree")
             cells, means = [], []
             for rec in sorted(group, key=lambda r: r["seed"]):
-                if rec["seed"] in base and col in rec["metrics"]:
-                    d, lo, hi = paired_difference(records_dir, rec, base[rec["seed"]], flag, rng)
+                paired = (paired_difference(records_dir, rec, base[rec["seed"]], flag, rng)
+                          if rec["seed"] in base and col in rec["metrics"] else None)
+                if paired:
+                    d, lo, hi = paired
                     cells.append(f"s{rec['seed']}: {d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
                     means.append(d)
             if means:
