@@ -10,7 +10,7 @@ import torch
 from wdro_finetune.cli import main
 from wdro_finetune.errors import UserError
 from wdro_finetune.results.records import read_records
-from wdro_finetune.sweep import load_sweep, parse_shard, pending_jobs
+from wdro_finetune.sweep import load_sweep, parse_shard, pending_jobs, run_pending_job
 
 SPEC = """
 records: {records}
@@ -62,6 +62,16 @@ def test_a_finished_sweep_finds_every_job_done_and_changes_nothing(tmp_path, cap
     assert (tmp_path / "records" / "records.jsonl").read_bytes() == records
     methods = sorted(r["method"] for r in read_records(tmp_path / "records"))
     assert methods == ["pretrained", "trades", "trades"]
+
+
+def test_a_job_finished_by_another_process_meanwhile_is_not_run_again(tmp_path):
+    sweep = load_sweep(_write(tmp_path))
+    job = next(j for j in pending_jobs(sweep) if j.finetune is None)
+    stale = pending_jobs(sweep)  # listed before the job ran, like a second shard started earlier
+    assert run_pending_job(job, sweep)["job_id"] == job.job_id
+    records = (tmp_path / "records" / "records.jsonl").read_bytes()
+    assert job in stale and run_pending_job(job, sweep) is None
+    assert (tmp_path / "records" / "records.jsonl").read_bytes() == records
 
 
 @pytest.mark.parametrize("text", ["", "models: [a]\nmethods: []\n", "models: [a]\nmethods: [{finetune: {}}]\n",

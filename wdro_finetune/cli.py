@@ -409,7 +409,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, parse_shard, pending_jobs, run_job
+    from .sweep import load_sweep, parse_shard, pending_jobs, run_pending_job
 
     sweep = load_sweep(args.file, check_device=not args.dry_run)
     jobs = pending_jobs(sweep, parse_shard(args.shard))
@@ -421,11 +421,11 @@ def _run_sweep(args: argparse.Namespace) -> int:
     for k, job in enumerate(jobs, 1):
         print(f"[{k}/{len(jobs)}] {job.describe()}", flush=True)
         try:
-            record = run_job(job, sweep.records, progress=sys.stderr.isatty())
+            record = run_pending_job(job, sweep, progress=sys.stderr.isatty())
         except Interrupted:
             raise Interrupted(f"sweep interrupted in job {job.job_id}, its progress saved; run the same sweep "
                               "command again to continue") from None
-        print(_summary_line(record), flush=True)
+        print(_summary_line(record) if record else "  done meanwhile by another process; skipped", flush=True)
     print(f"{len(jobs)} jobs done; records in {sweep.records}")
     return 0
 

@@ -36,6 +36,7 @@ import yaml
 
 from .errors import UserError
 from .results.records import read_records, stable_hash
+from .utils.fileio import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,16 @@ def pending_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1)) -> list[Job]:
     i, n = shard
     done = {r.get("job_id") for r in read_records(sweep.records)}
     return [job for k, job in enumerate(sweep.jobs) if k % n == i - 1 and job.job_id not in done]
+
+
+def run_pending_job(job: Job, sweep: Sweep, progress: bool = False) -> dict | None:
+    """Run ``job`` unless its record appeared since the job list was made (another process, e.g. a
+    shard of a different ``n``, finished it). A per-job lock file in ``sweep.runs`` keeps two processes
+    from running the same job at once: the second waits, then finds the record. ``None`` = skipped."""
+    with file_lock(sweep.runs / f"{job.job_id}.lock"):
+        if any(r.get("job_id") == job.job_id for r in read_records(sweep.records)):
+            return None
+        return run_job(job, sweep.records, progress)
 
 
 def run_job(job: Job, records: Path, progress: bool = False) -> dict:
