@@ -77,6 +77,7 @@ CASES = [
     ("finetune-steps-and-epochs", FT + ["--epochs", "1", "--out", "new"], "--epochs"),
     ("finetune-lr-zero", FT + ["--lr", "0", "--out", "new"], "--lr"),
     ("finetune-budget-cap-without-w2", FT + ["--w2-budget-cap", "0.3", "--out", "new"], "--threat w2"),
+    ("finetune-stop-flipped-without-w2", FT + ["--w2-stop-flipped", "--out", "new"], "--threat w2"),
     ("finetune-budget-cap-below-delta", FT + ["--threat", "w2", "--delta", "0.2", "--w2-budget-cap", "0.1",
                                               "--out", "new"], "--delta"),
     ("finetune-cost-p-unknown", FT + ["--armor-cost-weight", "1", "--armor-cost-p", "3", "--out", "new"],

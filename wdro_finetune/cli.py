@@ -191,6 +191,9 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--delta", default=None, help="W_2 radius in [0,1] pixel units (default: eps)")
     g.add_argument("--w2-budget-cap", default=None,
                    help="with --threat w2: no image's budget exceeds this (>= delta; default: none)")
+    g.add_argument("--w2-stop-flipped", default=None, action=argparse.BooleanOptionalAction,
+                   help="with --threat w2: an image's budget stops growing once its prediction has flipped "
+                        "(budget goes to images not yet flipped; default: off)")
     g.add_argument("--beta", default=None, help="TRADES weight of the KL term (default 6)")
     g.add_argument("--inner-steps", default=None, type=int, help="attack steps of the inner maximisation (default 10)")
     g.add_argument("--inner-step-size", default=None,

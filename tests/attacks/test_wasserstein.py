@@ -184,6 +184,23 @@ def test_w_pgd_budget_with_a_cap_bounds_every_perturbation(trained_model, mnist_
     assert dataset_distance(capped, x, norm="Linf") <= 0.1 * TOLERANCE
 
 
+def test_w_pgd_budget_stop_flipped_spreads_the_budget_over_more_images(trained_model, mnist_test):
+    # Without the rule the KL keeps rewarding budget on images already pushed across the boundary; with
+    # it their budgets stop growing, so at the same W_2 radius more images change prediction.
+    x = mnist_test[0][:128]
+    with torch.no_grad():
+        clean = trained_model(x)
+    objective = lambda logits: kl_divergence(clean, logits)  # noqa: E731
+    flipped = {}
+    for rule in (False, True):
+        x_adv = w_pgd_budget(trained_model, x, objective, delta=0.1, norm="Linf", steps=10, stop_flipped=rule,
+                             generator=torch.Generator().manual_seed(0))
+        assert dataset_distance(x_adv, x, norm="Linf") <= 0.1 * TOLERANCE
+        with torch.no_grad():
+            flipped[rule] = (trained_model(x_adv).argmax(1) != clean.argmax(1)).sum().item()
+    assert flipped[True] >= flipped[False] + 5, flipped
+
+
 def test_w_pgd_budget_finds_larger_kl_than_pointwise_pgd_at_the_same_radius(trained_model, mnist_test):
     x = mnist_test[0][:256]
     delta = 0.1

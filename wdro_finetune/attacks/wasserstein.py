@@ -269,7 +269,8 @@ def _exponent_p(q: int) -> float:
 def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, delta: float,
                  norm: str = "Linf", steps: int = 10, step_size_dir: float = 0.3, momentum: float = 0.0,
                  eta: float | None = None, p: float = 2, start_std: float = 0.001, keep_best: bool = True,
-                 budget_cap: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                 budget_cap: float | None = None, stop_flipped: bool = False,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Training inner maximiser over a (global) batch; returns x_adv (N, C, H, W) in [0, 1], detached.
 
     x'_i = clip_[0,1](x_i + b_i a_i), a_i in [-1, 1]^d ('Linf') or the unit l_2 ball ('L2'),
@@ -282,6 +283,10 @@ def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, del
     ``budget_cap`` (>= delta): also b_i <= cap (water-filling: the uncapped budgets are scaled up
     until the RMS is delta again, or all non-zero budgets sit at the cap), so no image gets more than a
     pointwise cap-ball perturbation.
+    ``stop_flipped``: g_b_i = 0 once image i's prediction differs from its prediction at the first
+    iterate (about the clean one), so the budget stops flowing into images already pushed across the
+    boundary (the analogue of ReDLR being zero on misclassified points); the rescaling then moves
+    budget to images not yet flipped.
     ``objective(logits_adv) -> (N,)``, e.g. KL to the clean logits. ``keep_best``: return the
     iterate (0..steps) with the largest mean objective, which costs one extra forward pass for the
     last iterate; otherwise return the last iterate (exactly ``steps`` forward + backward passes).
@@ -300,9 +305,13 @@ def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, del
     budgets = torch.full((x0.shape[0],), float(delta), dtype=x0.dtype, device=x0.device)
     best = _BestIterate()
     a_prev = a
+    reference = None
     with eval_mode(model):
         for _ in range(steps):
-            grad_a, grad_b, values, x_adv = _budget_gradients(model, x0, a, budgets, objective)
+            grad_a, grad_b, values, x_adv, predicted = _budget_gradients(model, x0, a, budgets, objective)
+            if stop_flipped:
+                reference = predicted if reference is None else reference
+                grad_b = grad_b.masked_fill(predicted != reference, 0.0)
             mean_value, grad_b_square_mean = _global_means(values, grad_b)
             best.offer(mean_value, x_adv)
             a, a_prev = _direction_step(a, a_prev, grad_a, step_size_dir, momentum, norm), a
@@ -369,8 +378,10 @@ def _global_means(values: torch.Tensor, grad_b: torch.Tensor | None) -> tuple[fl
 
 
 def _budget_gradients(model: nn.Module, x0: torch.Tensor, a: torch.Tensor, budgets: torch.Tensor,
-                      objective: Objective) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward + backward: (grad_a, grad_b (N,), objective values (N,), x_adv), detached.
+                      objective: Objective
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward + backward: (grad_a, grad_b (N,), objective values (N,), x_adv, predicted class (N,)),
+    detached.
 
     g = dJ/dx' at the clipped image x'. grad_a = b * g passes straight through the [0, 1] clip (as
     PGD steps and then clips), so a coordinate clipped at 0 or 1 can still move back inside;
@@ -378,10 +389,10 @@ def _budget_gradients(model: nn.Module, x0: torch.Tensor, a: torch.Tensor, budge
     """
     unclipped = x0 + per_sample_view(budgets, a) * a
     x_adv = unclipped.clamp(0.0, 1.0)
-    grad, values, _ = input_gradient(model, x_adv, objective)
+    grad, values, logits = input_gradient(model, x_adv, objective)
     inside = (unclipped >= 0.0) & (unclipped <= 1.0)
     grad_b = (grad * a).masked_fill_(~inside, 0.0).flatten(1).sum(dim=1)
-    return grad * per_sample_view(budgets, grad), grad_b, values, x_adv
+    return grad * per_sample_view(budgets, grad), grad_b, values, x_adv, logits.argmax(dim=1)
 
 
 def _compose(x0: torch.Tensor, a: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:

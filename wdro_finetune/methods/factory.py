@@ -29,7 +29,7 @@ def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = No
         if step_size is not None:
             raise UserError("--inner-step-size sets the pointwise attacks' step; W-PGD-budget has its own")
         maximizer = WassersteinMaximizer(delta=cfg.radius, norm=norm, steps=steps,
-                                         budget_cap=cfg.w2_budget_cap)
+                                         budget_cap=cfg.w2_budget_cap, stop_flipped=cfg.w2_stop_flipped)
     elif cfg.method == "fgsm-at":
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=1,
                                        step_size=1.25 * cfg.eps if step_size is None else step_size, start="uniform")

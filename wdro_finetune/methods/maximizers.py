@@ -79,13 +79,14 @@ class WassersteinMaximizer:
     step_size_dir: float = 0.3
     momentum: float = 0.0
     budget_cap: float | None = None
+    stop_flipped: bool = False
     threat: str = "w2"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         return w_pgd_budget(model, x, objective, delta=self.delta, norm=self.norm, steps=self.steps,
                             step_size_dir=self.step_size_dir, momentum=self.momentum,
-                            budget_cap=self.budget_cap, generator=generator)
+                            budget_cap=self.budget_cap, stop_flipped=self.stop_flipped, generator=generator)
 
     def scaled(self, factor: float) -> "WassersteinMaximizer":
         """The same attack with radius (and per-image cap) times ``factor``."""

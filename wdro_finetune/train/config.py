@@ -37,6 +37,7 @@ class FinetuneConfig:
     threat: str = "pointwise"
     delta: float | None = None  # W_2 radius; defaults to eps
     w2_budget_cap: float | None = None  # per-sample cap on the W_2 budgets (None: only the [0, 1] box)
+    w2_stop_flipped: bool = False  # budgets of images whose prediction already flipped stop growing
     beta: float = 6.0
     inner_steps: int = 10
     inner_step_size: float | None = None  # pointwise attacks' step (None: 2.5 eps / K; FGSM 1.25 eps)
@@ -205,6 +206,8 @@ def _check_ranges(values: dict[str, Any]) -> None:
             raise UserError("--w2-budget-cap needs --threat w2")
         if cap < values.get("delta", values["eps"]):
             raise UserError(f"--w2-budget-cap ({cap:g}) must be >= --delta ({values.get('delta', values['eps']):g})")
+    if values.get("w2_stop_flipped") and values.get("threat") != "w2":
+        raise UserError("--w2-stop-flipped needs --threat w2")
     if values.get("grad_clip") is not None and values["grad_clip"] <= 0:
         raise UserError("--grad-clip must be > 0")
     if values.get("armor_cost_weight", 0.0) < 0 or values.get("armor_cost_q", 2.0) <= 0:
