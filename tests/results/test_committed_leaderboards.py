@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from wdro_finetune.results.leaderboard import build_leaderboards
 from wdro_finetune.results.records import read_records
 from wdro_finetune.sweep import load_sweep, pending_jobs
@@ -34,7 +32,5 @@ def test_every_committed_record_comes_from_a_job_of_the_sweep_file():
         assert (rec["model"], rec["n_examples"]) == (job.model, job.evaluate["n_examples"])
 
 
-@pytest.mark.xfail(strict=True, reason="issue [6/7]: the CPU leaderboard sweep is still running across sessions; "
-                                       "remove this mark when it has finished")
 def test_the_committed_sweep_finds_every_job_done():
     assert pending_jobs(load_sweep(BOARDS / "sweep.yaml")) == []
