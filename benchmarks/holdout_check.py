@@ -1,7 +1,7 @@
 """Score fine-tuned runs on their HELD-OUT TRAINING images (never the test set), for choosing
 hyper-parameters before a test-set evaluation.
 
-    python benchmarks/holdout_check.py RUN_DIR [RUN_DIR ...] [--pretrained] [--delta 0.1,0.2] [--n 1000]
+    python benchmarks/holdout_check.py RUN_DIR [RUN_DIR ...] [--pretrained] [--delta 0.1,0.2 | 1/255,2/255] [--n 1000]
 
 Per run (a ``finetune --out`` folder with run.json and model.safetensors): clean accuracy, APGD-CE
 accuracy at the run's eps (pointwise, one restart) and W-PGD W_2 accuracy (ReDLR, T = 50) at each
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
     row["apgd-ce"] = 100.0 * flags.mean()
     for delta in deltas:
         result = w_pgd(model, x, y, delta=delta, p=2, norm=norm, steps=50, loss="redlr", batch_size=500)
-        row[f"w2@{delta:g}"] = 100.0 * result.accuracy
+        row[f"w2@{delta:.4g}"] = 100.0 * result.accuracy
     return row
 
 
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--delta", default="0.1,0.2")
     parser.add_argument("--n", type=int, default=1000)
     args = parser.parse_args()
-    deltas = [float(d) for d in args.delta.split(",")]
+    deltas = [float(Fraction(d)) for d in args.delta.split(",")]
     configs = [json.loads((run / "run.json").read_text())["config"] for run in args.runs]
     first = configs[0]
     dataset, threat = Dataset(first["dataset"]), ThreatModel(first["threat_model"])
