@@ -13,28 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from fractions import Fraction
 from pathlib import Path
 
 import torch
 
 from wdro_finetune.attacks.wasserstein import w_pgd
+from wdro_finetune.config import Dataset, ThreatModel, parse_number_list
 from wdro_finetune.evaluate.autoattack import autoattack_flags
+from wdro_finetune.evaluate.clean import predict
 from wdro_finetune.models import load_model
-from wdro_finetune.config import Dataset, ThreatModel
 from wdro_finetune.train.data import load_train_data
-
-
-def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
-    with torch.no_grad():
-        hits = sum((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item() for i in range(0, len(x), batch))
-    return 100.0 * hits / len(x)
 
 
 def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,
           deltas: list[float]) -> dict[str, float]:
     """clean, apgd-ce@eps and w2@delta accuracies in percent."""
-    row = {"clean": _accuracy(model, x, y)}
+    with torch.no_grad():
+        row = {"clean": 100.0 * (predict(model, x, "cpu", 500) == y).double().mean().item()}
     flags = autoattack_flags(model, x, y, norm=norm, eps=eps, version="custom", attacks=("apgd-ce",),
                              seed=0, device="cpu", batch_size=500)
     row["apgd-ce"] = 100.0 * flags.mean()
@@ -51,9 +46,8 @@ def main() -> None:
     parser.add_argument("--delta", default="0.1,0.2")
     parser.add_argument("--n", type=int, default=1000)
     args = parser.parse_args()
-    deltas = [float(Fraction(d)) for d in args.delta.split(",")]
-    configs = [json.loads((run / "run.json").read_text())["config"] for run in args.runs]
-    first = configs[0]
+    deltas = list(parse_number_list(args.delta, "--delta"))
+    first = json.loads((args.runs[0] / "run.json").read_text())["config"]
     dataset, threat = Dataset(first["dataset"]), ThreatModel(first["threat_model"])
     _, held = load_train_data(dataset, first["train_subset"], first["holdout"], first["data_dir"])
     x, y = held.x[-args.n:], held.y[-args.n:]

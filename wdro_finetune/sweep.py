@@ -179,7 +179,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 def pending_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1)) -> list[Job]:
     """This shard's jobs that have no record yet."""
     i, n = shard
-    done = {r.get("job_id") for r in read_records(sweep.records)}
+    done = _done_job_ids(sweep.records)
     return [job for k, job in enumerate(sweep.jobs) if k % n == i - 1 and job.job_id not in done]
 
 
@@ -188,9 +188,13 @@ def run_pending_job(job: Job, sweep: Sweep, progress: bool = False) -> dict | No
     shard of a different ``n``, finished it). A per-job lock file in ``sweep.runs`` keeps two processes
     from running the same job at once: the second waits, then finds the record. ``None`` = skipped."""
     with file_lock(sweep.runs / f"{job.job_id}.lock"):
-        if any(r.get("job_id") == job.job_id for r in read_records(sweep.records)):
+        if job.job_id in _done_job_ids(sweep.records):
             return None
         return run_job(job, sweep.records, progress)
+
+
+def _done_job_ids(records: Path) -> set[str]:
+    return {r.get("job_id") for r in read_records(records)}
 
 
 def run_job(job: Job, records: Path, progress: bool = False) -> dict:

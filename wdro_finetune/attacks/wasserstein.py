@@ -308,9 +308,11 @@ def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, del
     reference = None
     with eval_mode(model):
         for _ in range(steps):
-            grad_a, grad_b, values, x_adv, predicted = _budget_gradients(model, x0, a, budgets, objective)
+            grad_a, grad_b, values, x_adv, logits = _budget_gradients(model, x0, a, budgets, objective)
             if stop_flipped:
-                reference = predicted if reference is None else reference
+                predicted = logits.argmax(dim=1)
+                if reference is None:
+                    reference = predicted
                 grad_b = grad_b.masked_fill(predicted != reference, 0.0)
             mean_value, grad_b_square_mean = _global_means(values, grad_b)
             best.offer(mean_value, x_adv)
@@ -380,8 +382,7 @@ def _global_means(values: torch.Tensor, grad_b: torch.Tensor | None) -> tuple[fl
 def _budget_gradients(model: nn.Module, x0: torch.Tensor, a: torch.Tensor, budgets: torch.Tensor,
                       objective: Objective
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward + backward: (grad_a, grad_b (N,), objective values (N,), x_adv, predicted class (N,)),
-    detached.
+    """One forward + backward: (grad_a, grad_b (N,), objective values (N,), x_adv, logits (N, K)), detached.
 
     g = dJ/dx' at the clipped image x'. grad_a = b * g passes straight through the [0, 1] clip (as
     PGD steps and then clips), so a coordinate clipped at 0 or 1 can still move back inside;
@@ -392,7 +393,7 @@ def _budget_gradients(model: nn.Module, x0: torch.Tensor, a: torch.Tensor, budge
     grad, values, logits = input_gradient(model, x_adv, objective)
     inside = (unclipped >= 0.0) & (unclipped <= 1.0)
     grad_b = (grad * a).masked_fill_(~inside, 0.0).flatten(1).sum(dim=1)
-    return grad * per_sample_view(budgets, grad), grad_b, values, x_adv, logits.argmax(dim=1)
+    return grad * per_sample_view(budgets, grad), grad_b, values, x_adv, logits
 
 
 def _compose(x0: torch.Tensor, a: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
