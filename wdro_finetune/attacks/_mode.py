@@ -22,3 +22,17 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in saved:
             module.training = training
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """Turn off ``requires_grad`` on every parameter for the duration (restored on exit): third-party
+    attacks that call ``.backward()`` then neither touch parameter ``.grad`` fields nor pay for them."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)

@@ -108,13 +108,16 @@ def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     return grad * per_sample_view(scale, grad)
 
 
-def project_to_ball(x_adv: torch.Tensor, x0: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Nearest point of {x : ||x - x0_i|| <= eps} per sample (l_inf: clip; l_2: shrink if outside)."""
+def project_to_ball(x_adv: torch.Tensor, x0: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch.Tensor:
+    """Nearest point of {x : ||x - x0_i|| <= eps_i} per sample (l_inf: clip; l_2: shrink if outside).
+    ``eps``: a number, or per-sample radii of shape (N,)."""
+    perturbation = x_adv - x0
+    if isinstance(eps, torch.Tensor) and eps.dim() == 1:
+        eps = per_sample_view(eps.to(perturbation.dtype), perturbation)
     if check_norm(norm) == "Linf":
         return torch.minimum(torch.maximum(x_adv, x0 - eps), x0 + eps)
-    perturbation = x_adv - x0
     radius = per_sample_norm(perturbation, "L2").clamp_min(torch.finfo(perturbation.dtype).tiny)
-    return x0 + perturbation * per_sample_view((eps / radius).clamp(max=1.0), perturbation)
+    return x0 + perturbation * (eps / per_sample_view(radius, perturbation)).clamp(max=1.0)
 
 
 def per_sample_norm(t: torch.Tensor, norm: str) -> torch.Tensor:

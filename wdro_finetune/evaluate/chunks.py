@@ -19,13 +19,24 @@ log = logging.getLogger(__name__)
 
 def run_chunked(n: int, chunk: int, compute: Callable[[int, int], np.ndarray], state_path: Path | None,
                 desc: str, progress: bool = False) -> np.ndarray:
-    """Fill a bool array of length ``n`` with ``compute(start, stop)`` chunk by chunk.
+    """Fill a bool array of length ``n`` with ``compute(start, stop)`` chunk by chunk (see
+    :func:`run_chunked_arrays`)."""
+    fields = {"flags": np.dtype(bool)}
+    return run_chunked_arrays(n, chunk, lambda a, b: {"flags": compute(a, b)}, fields, state_path, desc,
+                              progress)["flags"]
 
-    ``state_path`` (optional) holds ``done`` (per chunk) and ``flags``; it is reused when its shape
-    matches, and removed once every chunk is done.
+
+def run_chunked_arrays(n: int, chunk: int, compute: Callable[[int, int], dict[str, np.ndarray]],
+                       fields: dict[str, np.dtype], state_path: Path | None, desc: str,
+                       progress: bool = False) -> dict[str, np.ndarray]:
+    """Fill one array of length ``n`` per entry of ``fields`` (name -> dtype) with ``compute(start, stop)``
+    (a dict of arrays of length stop - start) chunk by chunk.
+
+    ``state_path`` (optional) holds ``done`` (per chunk) and the arrays; it is reused when its shapes and
+    dtypes match, and is left for the caller to remove once the result is recorded.
     """
     n_chunks = -(-n // chunk)
-    flags, done = _load_state(state_path, n, n_chunks)
+    arrays, done = _load_state(state_path, n, n_chunks, fields)
     if done.any():
         log.info("%s: resuming, %d of %d chunks already done", desc, int(done.sum()), n_chunks)
     bar = tqdm(total=n, desc=desc, disable=not progress, unit="img", leave=False)
@@ -34,28 +45,31 @@ def run_chunked(n: int, chunk: int, compute: Callable[[int, int], np.ndarray], s
         if done[i]:
             continue
         start, stop = i * chunk, min(n, (i + 1) * chunk)
-        flags[start:stop] = compute(start, stop)
+        for name, values in compute(start, stop).items():
+            arrays[name][start:stop] = values
         done[i] = True
         if state_path is not None:
-            _save_state(state_path, flags, done)
+            _save_state(state_path, arrays, done)
         bar.update(stop - start)
     bar.close()
-    return flags
+    return arrays
 
 
-def _load_state(path: Path | None, n: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
+def _load_state(path: Path | None, n: int, n_chunks: int,
+                fields: dict[str, np.dtype]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     if path is not None and path.is_file():
         try:
             with np.load(path) as data:
-                flags, done = data["flags"].astype(bool), data["done"].astype(bool)
-            if flags.shape == (n,) and done.shape == (n_chunks,):
-                return flags, done
+                arrays = {name: data[name] for name in fields}
+                done = data["done"].astype(bool)
+            if done.shape == (n_chunks,) and all(a.shape == (n,) and a.dtype == fields[k] for k, a in arrays.items()):
+                return arrays, done
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             log.warning("ignoring unreadable partial state %s", path)
-    return np.zeros(n, dtype=bool), np.zeros(n_chunks, dtype=bool)
+    return {name: np.zeros(n, dtype=dtype) for name, dtype in fields.items()}, np.zeros(n_chunks, dtype=bool)
 
 
-def _save_state(path: Path, flags: np.ndarray, done: np.ndarray) -> None:
+def _save_state(path: Path, arrays: dict[str, np.ndarray], done: np.ndarray) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, flags=flags, done=done)
+    np.savez(buffer, done=done, **arrays)
     atomic_write_bytes(path, buffer.getvalue())

@@ -24,7 +24,7 @@ from ..results.provenance import git_commit, package_versions, utc_now
 from ..results.records import append_record, save_per_example, stable_hash
 from ..train.distributed import barrier, init_distributed
 from ..utils.fileio import check_can_create_dir, ensure_writable_dir
-from . import autoattack, clean, invariance, wdro  # noqa: F401  (register the built-in metrics)
+from . import autoattack, clean, distances, invariance, wdro  # noqa: F401  (register the built-in metrics)
 from .metric import METRICS, EvalContext, MetricOutput
 from .sharding import shard_context
 from .values import MetricValue

@@ -1,0 +1,165 @@
+"""The ``distances`` metric: per-example minimal adversarial distances and what follows from them for free.
+
+Per example: the smallest verified adversarial perturbation found by the minimal-norm ensemble of
+:mod:`wdro_finetune.attacks.minimal_norm` (FMN, FAB-T, refinement), in the ``--dist-norm`` ground norm
+(default: the threat model's). From the distances d_i (0 = misclassified, inf = none found):
+
+- ``w2k_acc@<delta>``: the W_2 worst-case accuracy of the fractional knapsack
+  (:mod:`wdro_finetune.attacks.knapsack`): flip the nearest points first until mean(d^2) reaches
+  delta^2, the last one fractionally. An attack, hence an UPPER bound on the true W_2 worst case;
+  ``w2k_int_acc@<delta>`` the integral variant (whole points only). Budgets: ``--delta``, as for ``wdro``.
+- ``robust_acc@<eps>``: pointwise robust accuracy for a grid of eps (``--dist-eps``, default eps times
+  1/4, 1/2, 3/4, 1, 5/4, 3/2): the share of points with d_i > eps.
+- ``dist_median``, ``dist_q25``, ``dist_q75``: quantiles of d over all N points (an observed value each).
+
+With a ``--dist-norm`` other than the threat model's, the columns carry the norm (``w2k_l2_acc@...``).
+Per-example arrays ``dist`` (float64) and ``dist_attack`` (the attack that found each) go to the
+per-example store; the attack runs chunk by chunk and an interrupted evaluation resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+import numpy as np
+
+from ..attacks.knapsack import knapsack_accuracy
+from ..attacks.minimal_norm import ATTACKS, CLEAN, NONE, DistanceSettings, minimal_distances
+from ..config import ThreatModel, parse_number_list, parse_threat_model
+from ..errors import UserError
+from .chunks import run_chunked_arrays
+from .clean import predict
+from .metric import METRICS, EvalContext, Metric, MetricOutput
+from .values import MetricValue, wilson_interval
+from .wdro import DEFAULT_DELTAS, budget_label
+
+EPS_GRID = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # default pointwise grid, in multiples of the threat model's eps
+QUANTILES = {"dist_q25": 0.25, "dist_median": 0.5, "dist_q75": 0.75}
+NORMS = ("Linf", "L2")
+
+
+@METRICS.register("distances")
+class DistancesMetric(Metric):
+    """Minimal adversarial distances; knapsack W_2 accuracy; pointwise robustness curve; quantiles."""
+
+    name = "distances"
+    shardable = True
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("distances metric (budgets: --delta of the wdro metric)")
+        g.add_argument("--dist-norm", default=None, help="ground norm of the distances, Linf or L2 "
+                       "(default: the threat model's)")
+        g.add_argument("--dist-attacks", default=None,
+                       help=f"comma-separated minimal-norm ensemble from {', '.join(ATTACKS)} (default: all)")
+        g.add_argument("--dist-eps", default=None,
+                       help="comma-separated eps grid of the pointwise curve (default: eps x 1/4, 1/2, 3/4, 1, 5/4, 3/2)")
+        g.add_argument("--dist-steps", default=None, help="FMN steps (default 100)")
+
+    @classmethod
+    def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
+        threat = parse_threat_model(values.get("threat_model") or "Linf")
+        if threat not in DEFAULT_DELTAS:
+            raise UserError("the distances metric needs --threat-model Linf or L2")
+        norm = _canonical_norm(values.get("dist_norm") or threat.value)
+        raw = values.get("dist_attacks") or ",".join(ATTACKS)
+        items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+        attacks = tuple(str(a).strip() for a in items if str(a).strip())
+        bad = [a for a in attacks if a not in ATTACKS]
+        if bad or not attacks or attacks == ("refine",):
+            raise UserError(f"--dist-attacks needs attacks from {', '.join(ATTACKS)} (refine only with another), "
+                            f"got {raw!r}")
+        deltas = _nonnegative_list(values.get("delta"), "--delta")
+        eps_grid = _nonnegative_list(values.get("dist_eps"), "--dist-eps")
+        steps = _positive_int(values.get("dist_steps"), "--dist-steps", 100)
+        return {"norm": norm, "attacks": list(attacks), "deltas": deltas, "eps_grid": eps_grid, "fmn_steps": steps}
+
+    def compute(self, ctx: EvalContext) -> MetricOutput:
+        opts = self.options
+        settings = DistanceSettings(norm=opts["norm"], attacks=tuple(opts["attacks"]), fmn_steps=opts["fmn_steps"])
+        correct = ctx.gather((predict(ctx.model, ctx.data.x, ctx.device, ctx.batch_size) == ctx.data.y).numpy())
+        if not correct.any():
+            raise UserError(f"the model classifies none of the {correct.size} test examples correctly: minimal "
+                            "distances are undefined (is it the right model for this data set?)")
+        local = self._distances(ctx, settings)
+        dist = ctx.gather(local["dist"])
+        attack = ctx.gather(local["attack"])
+        names = np.array((CLEAN, NONE) + ATTACKS)
+        out = MetricOutput(per_example={"dist": dist, "dist_attack": names[attack]})
+        same = opts["norm"] == ctx.threat_model.value
+        out.values.update(knapsack_values(dist, opts["deltas"] or DEFAULT_DELTAS[ctx.threat_model],
+                                          "w2k" if same else f"w2k_{opts['norm'].lower()}"))
+        grid = opts["eps_grid"] or [ctx.eps * f for f in EPS_GRID]
+        curve = knapsack_accuracy(dist, grid, p=math.inf)
+        prefix = "robust" if same else f"robust_{opts['norm'].lower()}"
+        for eps, acc in zip(grid, curve.accuracy):
+            out.values[f"{prefix}_acc@{budget_label(eps)}"] = _accuracy_value(acc, curve.n)
+        for name, q in QUANTILES.items():
+            out.values[name] = MetricValue(float(np.quantile(dist, q, method="inverted_cdf")), int(dist.size))
+        out.labels.update(dist_norm=opts["norm"], dist_attacks="+".join(opts["attacks"]) + f"-fmn{opts['fmn_steps']}")
+        return out
+
+    @staticmethod
+    def _distances(ctx: EvalContext, settings: DistanceSettings) -> dict[str, np.ndarray]:
+        codes = {name: i for i, name in enumerate((CLEAN, NONE) + ATTACKS)}
+        x, y = ctx.data.x, ctx.data.y
+
+        def chunk(start: int, stop: int) -> dict[str, np.ndarray]:
+            result = minimal_distances(ctx.model, x[start:stop].to(ctx.device), y[start:stop].to(ctx.device),
+                                       settings)
+            return {"dist": result.distance.cpu().numpy(),
+                    "attack": np.array([codes[a] for a in result.attack], dtype=np.int8)}
+
+        state = ctx.state_dir / "distances.npz" if ctx.state_dir else None
+        fields = {"dist": np.dtype(np.float64), "attack": np.dtype(np.int8)}
+        return run_chunked_arrays(len(y), ctx.batch_size, chunk, fields, state, "distances", ctx.progress)
+
+
+def knapsack_values(dist: np.ndarray, deltas, prefix: str = "w2k") -> dict[str, MetricValue]:
+    """``<prefix>_acc@<delta>`` and ``<prefix>_int_acc@<delta>`` for every budget, from distances (N,)."""
+    result = knapsack_accuracy(dist, list(deltas), p=2.0)
+    values = {}
+    for delta, acc, acc_int in zip(result.deltas, result.accuracy, result.accuracy_int):
+        label = budget_label(float(delta))
+        values[f"{prefix}_acc@{label}"] = _accuracy_value(acc, result.n)
+        values[f"{prefix}_int_acc@{label}"] = _accuracy_value(acc_int, result.n)
+    return values
+
+
+def _accuracy_value(percent: float, n: int) -> MetricValue:
+    """An accuracy in percent of n points (possibly fractional, for a mixture) with its Wilson interval."""
+    lo, hi = wilson_interval(percent / 100.0 * n, n)
+    return MetricValue(float(percent), n, lo, hi)
+
+
+def _canonical_norm(text: str) -> str:
+    canonical = {n.lower(): n for n in NORMS}.get(str(text).strip().lower())
+    if canonical is None:
+        raise UserError(f"--dist-norm must be Linf or L2, got {text!r}")
+    return canonical
+
+
+def _nonnegative_list(raw, flag: str) -> list[float] | None:
+    if raw is None:
+        return None
+    values = list(parse_number_list(raw, flag))
+    if not values or any(not (math.isfinite(v) and v >= 0) for v in values):
+        raise UserError(f"{flag} values must be finite and >= 0, got {raw!r}")
+    return values
+
+
+def _positive_int(raw, flag: str, default: int) -> int:
+    if raw is None:
+        return default
+    try:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} must be an integer, got {raw!r}") from None
+    if not 1 <= value <= 100_000:
+        raise UserError(f"{flag} must be between 1 and 100000, got {value}")
+    return value
+
