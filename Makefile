@@ -18,7 +18,9 @@ $(BIN)/.torch: | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	touch $@
 
+# visdom (needed by adv-lib's imports) builds only against the venv's own setuptools (pkg_resources)
 $(STAMP): pyproject.toml | $(BIN)/.torch
+	$(BIN)/pip install --quiet --no-build-isolation visdom==0.2.4
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
