@@ -8,10 +8,14 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..utils.fileio import atomic_write_bytes, folder_lock
 from .formatting import budget_value, format_cell
 from .rows import Row, build_rows, protocol_groups
+
+if TYPE_CHECKING:
+    from .site import SweepRef
 
 LEADING = ["rank", "model", "method", "source", "clean_acc", "clean_acc_lo", "clean_acc_hi",
            "autoattack_acc", "autoattack_acc_lo", "autoattack_acc_hi", "aa_version", "protocol", "n_examples",
@@ -22,9 +26,10 @@ INVARIANCE = "inv_human_linf04_agree"  # the main table's invariance column (all
 
 
 def build_leaderboards(records_dir: str | Path, out_dir: str | Path, *, html_dir: str | Path | None = None,
-                       sweep: str | Path | None = None) -> list[Path]:
+                       sweep: SweepRef | None = None) -> list[Path]:
     """Write one CSV and plot per (dataset, threat model), README.md, and with ``html_dir`` the site.
-    ``sweep``: the sweep file that made the records (the site's reproducing commands name it).
+    ``sweep``: the sweep that made the records (the site's reproducing commands name it;
+    :func:`wdro_finetune.sweep.sweep_ref`).
 
     Rebuilds of one folder take turns (a lock on the folder from reading the records to the last write), so a
     rebuild that read fewer records can never land after, and overwrite, one that read more."""
@@ -82,12 +87,12 @@ def flat_row(row: Row) -> dict[str, object]:
 def csv_columns(rows: list[dict]) -> list[str]:
     present = set().union(*(r.keys() for r in rows)) if rows else set()
     rest = present - set(LEADING) - set(TRAILING)
-    bases = sorted({c for c in rest if not c.endswith(("_lo", "_hi")) or c[:-3] not in rest}, key=_column_key)
+    bases = sorted({c for c in rest if not c.endswith(("_lo", "_hi")) or c[:-3] not in rest}, key=column_key)
     middle = [c for b in bases for c in (b, f"{b}_lo", f"{b}_hi") if c in rest]
     return [c for c in LEADING if c in present or c in ALWAYS] + middle + TRAILING
 
 
-def _column_key(column: str) -> tuple:
+def column_key(column: str) -> tuple:
     """Group ``family@budget`` columns by family, budgets in numeric order (``1/510`` < ``1/255``)."""
     family, _, budget = column.partition("@")
     return (family.split("_")[0], budget_value(budget) if budget else -1.0, family, column)
