@@ -34,7 +34,7 @@ def make_record():
     def make(rid: str, metrics: dict | None = None, labels: dict | None = None, aa: str | None = "fast",
              **fields) -> dict:
         rec = copy.deepcopy(template)
-        rec.update(record_id=rid, job_id=None, **fields)
+        rec.update({"record_id": rid, "job_id": None, **fields})
         rec["metrics"] = dict(metrics or {})
         rec["labels"] = dict(labels or {})
         options = {"clean": {}}

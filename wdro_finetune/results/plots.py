@@ -40,7 +40,7 @@ def curve_png(rows: list[Row], records_dir: str | Path, title: str, suffix: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = [(row, _curve(row, records_dir)) for row in rows]
+    curves = [(row, curve_data(row, records_dir)) for row in rows]
     curves = [(row, c) for row, c in curves if c["points"] or c["knapsack"] is not None]
     if not curves:
         return None
@@ -70,7 +70,7 @@ def curve_png(rows: list[Row], records_dir: str | Path, title: str, suffix: str 
     return figure_bytes(fig, suffix)
 
 
-def _curve(row: Row, records_dir: str | Path) -> dict:
+def curve_data(row: Row, records_dir: str | Path) -> dict:
     """{'points': {family: [(delta, acc, lo, hi)]}, 'knapsack': (deltas, acc) | None, 'labels': [...]}."""
     points: dict[str, list[tuple[float, float, float, float]]] = {}
     labels = set()

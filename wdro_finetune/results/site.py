@@ -133,7 +133,7 @@ def evaluate_command(rec: dict) -> str:
 
 
 def _metric_names(rec: dict) -> list[str]:
-    """The metrics a record ran (its ``metric_options`` has one entry per metric, in run order)."""
+    """The metrics a record ran (its ``metric_options`` has one entry per metric)."""
     return list((rec.get("metric_options") or {}).keys())
 
 
