@@ -71,3 +71,14 @@ def test_site_rebuild_is_byte_identical_and_the_cli_writes_the_same(site, tmp_pa
     assert again.keys() == first.keys()
     changed = [p for p in first if first[p] != again[p]]
     assert all(p.parts[0] == "rows" for p in changed)  # only the sweep command differs (no --sweep here)
+
+
+def test_a_row_that_no_longer_exists_loses_its_page(make_record, write_records, tmp_path):
+    folder = write_records([make_record("a", {"autoattack_acc": accuracy(5, 10)}, checkpoint_sha256="x")])
+    build_leaderboards(folder, tmp_path / "lb", html_dir=tmp_path / "site")
+    old = set((tmp_path / "site" / "rows").glob("*.html"))
+    (folder / "records.jsonl").write_text("")
+    write_records([make_record("b", {"autoattack_acc": accuracy(5, 10)}, checkpoint_sha256="y")])
+    build_leaderboards(folder, tmp_path / "lb", html_dir=tmp_path / "site")
+    new = set((tmp_path / "site" / "rows").glob("*.html"))
+    assert len(old) == len(new) == 1 and old != new

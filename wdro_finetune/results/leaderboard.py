@@ -42,7 +42,10 @@ def build_leaderboards(records_dir: str | Path, out_dir: str | Path, *, html_dir
             from .site import site_files
 
             plots = {name: data for name, data in files.items() if name.endswith(".png")}
-            written += write_outputs(html_dir, site_files(boards, plots, sweep))
+            pages = write_outputs(html_dir, site_files(boards, plots, sweep))
+            for stale in set(Path(html_dir, "rows").glob("*.html")) - set(pages):  # rows that no longer exist
+                stale.unlink()
+            written += pages
     return written
 
 

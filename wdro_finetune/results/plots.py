@@ -44,7 +44,7 @@ def curve_png(rows: list[Row], records_dir: str | Path, title: str, suffix: str 
     curves = [(row, c) for row, c in curves if c["points"] or c["knapsack"] is not None]
     if not curves:
         return None
-    ncols = min(3, len(curves))
+    ncols = 2 if len(curves) in (2, 4) else min(3, len(curves))
     nrows = math.ceil(len(curves) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.7 * nrows + 0.6), dpi=120, sharex=True,
                              sharey=True, squeeze=False)
@@ -53,8 +53,11 @@ def curve_png(rows: list[Row], records_dir: str | Path, title: str, suffix: str 
     for ax, (row, curve) in zip(axes.flat, curves):
         reference = references.get(row.fields["model"])
         _panel(ax, row, curve, None if reference is curve else reference, ticks)
-    for ax in list(axes.flat)[len(curves):]:
-        ax.set_visible(False)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(curves):
+            ax.set_visible(False)
+        elif k + ncols >= len(curves):  # nothing drawn below: show its budget labels
+            ax.xaxis.set_tick_params(labelbottom=True)
     handles, names = axes.flat[0].get_legend_handles_labels()
     for ax in axes.flat:
         for handle, name in zip(*ax.get_legend_handles_labels()):

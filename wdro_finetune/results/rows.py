@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .best_known import best_known
+from .formatting import eps_text
 from .provenance import relink_records
 from .records import check_record, latest_by_id, read_records, stable_hash
 
@@ -33,8 +34,6 @@ class Protocol:
         return (tier, self.aa_version or "", self.attacks, -self.n_examples, self.eps)
 
     def title(self) -> str:
-        from .formatting import eps_text
-
         if self.aa_version is None:
             head = "No AutoAttack evaluation"
         else:
