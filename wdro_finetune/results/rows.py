@@ -16,7 +16,7 @@ from .formatting import eps_text
 from .provenance import relink_records
 from .records import check_record, latest_by_id, read_records, stable_hash
 
-STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+DEFAULT_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "fast": ("apgd-ce", "apgd-t")}
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,8 @@ class Protocol:
         if self.aa_version is None:
             head = "No AutoAttack evaluation"
         else:
-            head = f"{self.aa_version.capitalize()} AutoAttack ({', '.join(self.attacks)})"
+            head = f"{self.aa_version.capitalize()} AutoAttack" + (f" ({', '.join(self.attacks)})" if self.attacks
+                                                                  else "")
         return f"{head}, n = {self.n_examples}, eps = {eps_text(self.eps)}"
 
 
@@ -110,8 +111,8 @@ def _protocol(ordered: list[dict], newest: dict) -> Protocol:
     rec = with_aa[-1]
     version = rec.get("labels", {}).get("aa_version") or "standard"
     options = (rec.get("metric_options") or {}).get("autoattack") or {}
-    attacks = tuple(options.get("aa_attacks") or (STANDARD_ATTACKS if version == "standard" else ()))
-    return Protocol(version.split(":")[0], attacks, n, eps)
+    version = version.split(":")[0]
+    return Protocol(version, tuple(options.get("aa_attacks") or DEFAULT_ATTACKS.get(version, ())), n, eps)
 
 
 def _ranked(rows: list[Row]) -> list[Row]:
