@@ -170,7 +170,8 @@ def _record_head(config: EvalConfig, loaded: LoadedModel, data) -> dict:
         run = known_run(loaded.weights_path, loaded.weights_sha256, read_records(config.records))
     identity = {
         "model": config.model, "source": loaded.source, "checkpoint_sha256": loaded.weights_sha256,
-        "method": run["method"] if run else config.method, "dataset": config.dataset.value, "threat_model": config.threat_model.value,
+        "method": run["method"] if run else config.method, "dataset": config.dataset.value,
+        "threat_model": config.threat_model.value,
         "eps": config.eps, "n_examples": len(data), "data_sha256": data.sha256, "data_file": Path(data.file).name,
         "metrics": list(config.metrics), "metric_options": to_jsonable(config.metric_options), "seed": config.seed,
     }
