@@ -384,7 +384,7 @@ def _reader(boards: str, stop, result) -> None:
         for path in sorted(Path(boards).glob("*.csv")):
             text = path.read_text(encoding="utf-8")
             rows = list(csv.reader(io.StringIO(text)))
-            if not text.endswith("\n") or not rows or rows[0][:2] != ["model", "method"] or \
+            if not text.endswith("\n") or not rows or rows[0][:3] != ["rank", "model", "method"] or \
                     rows[0][-1] != "record_id" or any(len(r) != len(rows[0]) for r in rows[1:]):
                 problems.append(f"{path.name}: {text[-200:]!r}")
             reads += 1

@@ -49,6 +49,16 @@ def test_job_ids_are_stable_and_shards_partition_the_grid(tmp_path):
     assert sorted(ids) == sorted(j.job_id for j in a.jobs) and len(set(ids)) == 3
 
 
+def test_job_option_runs_only_the_named_jobs_and_refuses_unknown_ids(tmp_path, capsys):
+    path = _write(tmp_path)
+    ids = [j.job_id for j in load_sweep(path).jobs]
+    assert main(["sweep", str(path), "--dry-run", "--job", ids[1]]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "1 jobs to run" and out[0].startswith(ids[1])
+    assert main(["sweep", str(path), "--dry-run", "--job", "nope"]) == 2
+    assert "no job nope in the sweep" in capsys.readouterr().err
+
+
 def test_a_finished_sweep_finds_every_job_done_and_changes_nothing(tmp_path, capsys):
     path = _write(tmp_path)
     assert main(["sweep", str(path), "--shard", "1/2"]) == 0

@@ -278,6 +278,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
 def _add_leaderboard(p: argparse.ArgumentParser) -> None:
     p.add_argument("--records", default="results", help="records folder")
     p.add_argument("--out", default="leaderboards", help="output folder for CSVs and README.md")
+    p.add_argument("--html", default=None, metavar="DIR", help="also write the static HTML site to DIR")
+    p.add_argument("--sweep", default=None, help="the sweep file that made the records (the site names its jobs "
+                   "in the reproducing commands)")
 
 
 def _run_leaderboard(args: argparse.Namespace) -> int:
@@ -285,12 +288,40 @@ def _run_leaderboard(args: argparse.Namespace) -> int:
 
     from .results.leaderboard import build_leaderboards
     from .results.records import RECORDS_FILE
+    from .sweep import sweep_ref
     from .utils.fileio import check_can_create_dir
 
     if not (Path(args.records) / RECORDS_FILE).is_file():
         raise UserError(f"no records at {Path(args.records) / RECORDS_FILE}")
-    check_can_create_dir(args.out)
-    for path in build_leaderboards(args.records, args.out):
+    for folder in (args.out, args.html):
+        if folder:
+            check_can_create_dir(folder)
+    sweep = sweep_ref(args.sweep) if args.sweep else None
+    for path in build_leaderboards(args.records, args.out, html_dir=args.html, sweep=sweep):
+        print(path)
+    return 0
+
+
+# ---------------------------------------------------------------- export
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("format", choices=["robustbench"], help="robustbench: model_info JSON + RobustBench-layout weights")
+    p.add_argument("--record", required=True, help="record id (the row it belongs to is exported)")
+    p.add_argument("--records", default="results", help="records folder")
+    p.add_argument("--out", default="export", help="folder for model_info/ and models/")
+    p.add_argument("--name", default=None, help="model name in RobustBench (default <model>_<method>)")
+    p.add_argument("--checkpoint", default=None, help="weights file, if not where the record says")
+    for flag in ("paper-name", "link", "authors", "venue"):
+        p.add_argument(f"--{flag}", default="", help=f"model_info {flag.replace('paper-', '')} (default empty)")
+    p.add_argument("--additional-data", action="store_true", help="the model was trained with extra data")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import PaperInfo, export_robustbench
+
+    paper = PaperInfo(args.paper_name, args.link, args.authors, args.venue, args.additional_data)
+    for path in export_robustbench(args.records, args.record, args.out, name=args.name, checkpoint=args.checkpoint,
+                                   paper=paper):
         print(path)
     return 0
 
@@ -409,13 +440,14 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="sweep YAML file (grid of models x methods x seeds)")
     p.add_argument("--shard", default=None, help="run only shard i of n, e.g. 2/4 (no coordinator needed)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs still to run and stop")
+    p.add_argument("--job", action="append", default=None, help="run only this job id (repeatable)")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from .sweep import load_sweep, parse_shard, pending_jobs, run_pending_job
 
     sweep = load_sweep(args.file, check_device=not args.dry_run)
-    jobs = pending_jobs(sweep, parse_shard(args.shard))
+    jobs = pending_jobs(sweep, parse_shard(args.shard), args.job)
     if args.dry_run:
         for job in jobs:
             print(job.describe())
@@ -451,7 +483,8 @@ _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "models": (_add_models, _run_models, "list model names by source"),
     "evaluate": (_add_evaluate, _run_evaluate, "evaluate a model (clean, AutoAttack, ...) and append a record"),
     "finetune": (_add_finetune, _run_finetune, "fine-tune a model (TRADES, W-DRO TRADES, PGD-AT, FGSM-AT)"),
-    "leaderboard": (_add_leaderboard, _run_leaderboard, "rebuild CSV leaderboards from records"),
+    "leaderboard": (_add_leaderboard, _run_leaderboard, "rebuild CSV leaderboards (and --html site) from records"),
+    "export": (_add_export, _run_export, "export a record's model for RobustBench (model_info JSON + weights)"),
     "invariance": (_add_invariance, _run_invariance, "generate invariance examples (Tramer et al.) for MNIST"),
     "sweep": (_add_sweep, _run_sweep, "run a grid of fine-tunings and evaluations, skipping finished jobs"),
     "plot": (_add_plot, _run_plot, "figures: robustness-curve (from records), embeddings (from models)"),

@@ -176,11 +176,22 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def pending_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1)) -> list[Job]:
-    """This shard's jobs that have no record yet."""
+def pending_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1), job_ids: list[str] | None = None) -> list[Job]:
+    """This shard's jobs (of ``job_ids`` only, if given) that have no record yet."""
+    unknown = sorted(set(job_ids or ()) - {job.job_id for job in sweep.jobs})
+    if unknown:
+        raise UserError(f"no job {', '.join(unknown)} in the sweep (`sweep FILE --dry-run` lists the pending ones)")
     i, n = shard
     done = _done_job_ids(sweep.records)
-    return [job for k, job in enumerate(sweep.jobs) if k % n == i - 1 and job.job_id not in done]
+    return [job for k, job in enumerate(sweep.jobs) if k % n == i - 1 and job.job_id not in done
+            and (not job_ids or job.job_id in job_ids)]
+
+
+def sweep_ref(path: str | Path):
+    """The sweep file as the leaderboard site's reproducing commands name it, with its job ids."""
+    from .results.site import SweepRef
+
+    return SweepRef(str(path), frozenset(job.job_id for job in load_sweep(path, check_device=False).jobs))
 
 
 def run_pending_job(job: Job, sweep: Sweep, progress: bool = False) -> dict | None:

@@ -13,7 +13,7 @@ from wdro_finetune.evaluate.values import MetricValue, wilson_interval
 from wdro_finetune.results.leaderboard import build_leaderboards
 from wdro_finetune.results.records import append_record
 
-REQUIRED = ["model", "method", "clean_acc", "autoattack_acc", "n_examples", "eps", "record_id"]
+REQUIRED = ["rank", "model", "method", "clean_acc", "autoattack_acc", "protocol", "n_examples", "eps", "record_id"]
 
 
 def test_wilson_interval_against_hand_computed_values():
@@ -87,7 +87,7 @@ def test_required_columns_and_extra_metric_columns(records, tmp_path):
     build_leaderboards(records, tmp_path / "lb")
     mnist_header = (tmp_path / "lb" / "mnist_Linf.csv").read_text().splitlines()[0].split(",")
     assert set(REQUIRED) <= set(mnist_header)
-    assert mnist_header[:2] == ["model", "method"] and mnist_header[-1] == "record_id"
+    assert mnist_header[:3] == ["rank", "model", "method"] and mnist_header[-1] == "record_id"
     assert not any(c.startswith("wdro") for c in mnist_header)
     cifar = _read_csv(tmp_path / "lb" / "cifar10_Linf.csv")
     assert set(REQUIRED) <= set(cifar[0])
@@ -96,7 +96,7 @@ def test_required_columns_and_extra_metric_columns(records, tmp_path):
     assert float(cifar[0]["eps"]) == pytest.approx(8 / 255, rel=1e-5)
     readme = (tmp_path / "lb" / "README.md").read_text()
     assert "## cifar10_Linf" in readme and "## mnist_Linf" in readme
-    assert "| best | trades |" in readme and "80.00 [75.00, 83.00]" in readme
+    assert "| 1 | best | trades | 97.00 | 80.00 [75.00, 83.00] | 100 |" in readme
 
 
 def test_leaderboard_cli_writes_the_same_files(records, tmp_path, capsys):

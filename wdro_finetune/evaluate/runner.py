@@ -20,8 +20,8 @@ from ..config import (Dataset, ThreatModel, check_device, check_eps, default_eps
 from ..data.datasets import load_split, split_size
 from ..errors import UserError
 from ..models import LoadedModel, load_model
-from ..results.provenance import git_commit, package_versions, utc_now
-from ..results.records import append_record, save_per_example, stable_hash
+from ..results.provenance import git_commit, known_run, package_versions, portable_path, utc_now
+from ..results.records import append_record, read_records, save_per_example, stable_hash
 from ..train.distributed import barrier, init_distributed
 from ..utils.fileio import check_can_create_dir, ensure_writable_dir
 from . import autoattack, clean, distances, invariance, wdro  # noqa: F401  (register the built-in metrics)
@@ -165,15 +165,20 @@ def _run_metric(metric, ctx: EvalContext, per_example: dict) -> MetricOutput:
 
 
 def _record_head(config: EvalConfig, loaded: LoadedModel, data) -> dict:
+    run = None  # weights of a known fine-tune (e.g. its RobustBench-layout copy) are recorded as that run
+    if config.method == "pretrained" and config.training is None:
+        run = known_run(loaded.weights_path, loaded.weights_sha256, read_records(config.records))
     identity = {
         "model": config.model, "source": loaded.source, "checkpoint_sha256": loaded.weights_sha256,
-        "method": config.method, "dataset": config.dataset.value, "threat_model": config.threat_model.value,
+        "method": run["method"] if run else config.method, "dataset": config.dataset.value,
+        "threat_model": config.threat_model.value,
         "eps": config.eps, "n_examples": len(data), "data_sha256": data.sha256, "data_file": Path(data.file).name,
         "metrics": list(config.metrics), "metric_options": to_jsonable(config.metric_options), "seed": config.seed,
     }
     return {
-        "record_id": stable_hash(identity), **identity, "checkpoint": loaded.weights_path,
-        "data_file": data.file, "data_lossy": data.lossy, "training": config.training, "job_id": config.job_id,
+        "record_id": stable_hash(identity), **identity, "checkpoint": portable_path(loaded.weights_path),
+        "data_lossy": data.lossy, "training": run["training"] if run else config.training, "job_id": config.job_id,
+        **({"linked_run": run["linked_run"]} if run else {}),
         "device": config.device, "batch_size": config.batch_size, "versions": package_versions(),
         "git_commit": git_commit(),
     }

@@ -1,115 +1,104 @@
-"""CSV leaderboards built from records only: ``<dataset>_<threat_model>.csv`` per pair, a robustness-curve
-PNG per pair with W-PGD results, and ``README.md`` with the tables and the plots. Same records in,
-byte-identical CSV and README files out."""
+"""Leaderboards built from records only: ``<dataset>_<threat_model>.csv`` per pair (every column), a
+robustness-curve PNG per pair, ``README.md`` with compact main tables grouped by evaluation protocol,
+and optionally a static HTML site. Same records in, byte-identical CSV, README and HTML files out."""
 
 from __future__ import annotations
 
 import csv
 import io
-import math
-from fractions import Fraction
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..utils.fileio import atomic_write_text, folder_lock
-from .records import check_record, latest_by_id, read_records
+from ..utils.fileio import atomic_write_bytes, folder_lock
+from .formatting import budget_value, format_cell
+from .rows import Row, build_rows, protocol_groups
 
-LEADING = ["model", "method", "source", "clean_acc", "clean_acc_lo", "clean_acc_hi",
-           "autoattack_acc", "autoattack_acc_lo", "autoattack_acc_hi", "aa_version", "n_examples", "eps", "seed"]
+if TYPE_CHECKING:
+    from .site import SweepRef
+
+LEADING = ["rank", "model", "method", "source", "clean_acc", "clean_acc_lo", "clean_acc_hi",
+           "autoattack_acc", "autoattack_acc_lo", "autoattack_acc_hi", "aa_version", "protocol", "n_examples",
+           "eps", "seed"]
+ALWAYS = ("rank", "model", "method", "clean_acc", "autoattack_acc", "protocol", "n_examples", "eps")
 TRAILING = ["data_file", "record_id"]
+INVARIANCE = "inv_human_linf04_agree"  # the main table's invariance column (all four are in the CSV)
 
 
-def build_leaderboards(records_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write one CSV per (dataset, threat model) found in the records, and README.md. Returns paths.
+def build_leaderboards(records_dir: str | Path, out_dir: str | Path, *, html_dir: str | Path | None = None,
+                       sweep: SweepRef | None = None) -> list[Path]:
+    """Write one CSV and plot per (dataset, threat model), README.md, and with ``html_dir`` the site.
+    ``sweep``: the sweep that made the records (the site's reproducing commands name it;
+    :func:`wdro_finetune.sweep.sweep_ref`).
 
     Rebuilds of one folder take turns (a lock on the folder from reading the records to the last write), so a
     rebuild that read fewer records can never land after, and overwrite, one that read more."""
-    _groups(records_dir)  # corrupt records fail before the output folder is created
+    build_rows(records_dir)  # corrupt records fail before the output folder is created
     with folder_lock(out_dir):
-        return _write(_groups(records_dir), Path(out_dir), records_dir)
+        boards = build_rows(records_dir)
+        files = board_files(boards, records_dir)
+        written = write_outputs(out_dir, files)
+        if html_dir is not None:
+            from .site import site_files
+
+            plots = {name: data for name, data in files.items() if name.endswith(".png")}
+            pages = write_outputs(html_dir, site_files(boards, plots, sweep))
+            for stale in set(Path(html_dir, "rows").glob("*.html")) - set(pages):  # rows that no longer exist
+                stale.unlink()
+            written += pages
+    return written
 
 
-def _groups(records_dir: str | Path) -> dict[tuple[str, str], list[dict]]:
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for rec in latest_by_id(read_records(records_dir)):
-        check_record(rec, records_dir)
-        groups[(rec["dataset"], rec["threat_model"])].append(rec)
-    return groups
+def write_outputs(out_dir: str | Path, files: dict[str, bytes]) -> list[Path]:
+    """Every write of a leaderboard build goes through here: ``files`` maps paths relative to ``out_dir``
+    to their bytes."""
+    return [atomic_write_bytes(Path(out_dir) / name, data) for name, data in files.items()]
 
 
-def _write(groups: dict[tuple[str, str], list[dict]], out_dir: Path, records_dir: str | Path) -> list[Path]:
-    from .plots import collect_curves, robustness_curve
+def board_files(boards: dict[tuple[str, str], list[Row]], records_dir: str | Path) -> dict[str, bytes]:
+    """{file name: bytes}: the CSVs, the plots and README.md."""
+    from .plots import curve_png
 
-    written, sections = [], []
-    for (dataset, threat), recs in sorted(groups.items()):
-        rows = sorted((record_to_row(r) for r in recs), key=_sort_key)
-        columns = _columns(rows)
-        path = out_dir / f"{dataset}_{threat}.csv"
-        atomic_write_text(path, rows_to_csv(rows, columns))
-        written.append(path)
-        section = _markdown_section(f"{dataset}_{threat}", rows, columns)
-        if collect_curves(records_dir, dataset, threat):
-            plot = robustness_curve(records_dir, dataset, threat, out_dir / f"{dataset}_{threat}_robustness.png")
-            written.append(plot)
-            section += f"\n\n![robustness curve, {dataset} {threat}]({plot.name})"
+    files, sections = {}, []
+    for (dataset, threat), rows in boards.items():
+        name = f"{dataset}_{threat}"
+        flat = [flat_row(r) for r in rows]
+        files[f"{name}.csv"] = rows_to_csv(flat, csv_columns(flat)).encode()
+        section = markdown_section(name, rows)
+        png = curve_png(rows, records_dir, f"{dataset} ({threat} ground cost)")
+        if png is not None:
+            files[f"{name}_robustness.png"] = png
+            section += f"\n\n![robustness curve, {dataset} {threat}]({name}_robustness.png)"
         sections.append(section)
-    readme = out_dir / "README.md"
-    atomic_write_text(readme, _readme(sections))
-    return written + [readme]
+    files["README.md"] = readme(sections).encode()
+    return files
 
 
-def record_to_row(rec: dict) -> dict[str, object]:
-    """Flatten a record: metadata, then ``<metric>``, ``<metric>_lo``, ``<metric>_hi`` and labels."""
-    row: dict[str, object] = {k: rec.get(k) for k in ("model", "method", "source", "n_examples", "eps", "seed",
-                                                      "record_id")}
-    row["data_file"] = Path(str(rec.get("data_file", ""))).name
-    for name, val in sorted(rec.get("metrics", {}).items()):
-        row[name] = val.get("value")
+def flat_row(row: Row) -> dict[str, object]:
+    """A row as CSV cells: rank, identity, ``<metric>``, ``<metric>_lo``, ``<metric>_hi`` and labels."""
+    flat: dict[str, object] = {k: row.fields.get(k) for k in ("model", "method", "source", "n_examples", "eps",
+                                                              "seed", "data_file")}
+    flat.update(rank=row.rank, protocol=row.protocol.title(), record_id=" ".join(row.record_ids))
+    for name, val in sorted(row.metrics.items()):
+        flat[name] = val.get("value")
         if val.get("lo") is not None:
-            row[f"{name}_lo"], row[f"{name}_hi"] = val["lo"], val["hi"]
-    row.update(sorted(rec.get("labels", {}).items()))
-    return row
+            flat[f"{name}_lo"], flat[f"{name}_hi"] = val["lo"], val["hi"]
+    flat.update(sorted(row.labels.items()))
+    return flat
 
 
-def _sort_key(row: dict) -> tuple:
-    def desc(v) -> float:
-        return -float(v) if isinstance(v, (int, float)) and not math.isnan(float(v)) else math.inf
-
-    return (desc(row.get("autoattack_acc")), desc(row.get("clean_acc")), str(row.get("model")),
-            str(row.get("method")), str(row.get("record_id")))
-
-
-def _columns(rows: list[dict]) -> list[str]:
+def csv_columns(rows: list[dict]) -> list[str]:
     present = set().union(*(r.keys() for r in rows)) if rows else set()
     rest = present - set(LEADING) - set(TRAILING)
-    bases = sorted({c for c in rest if not c.endswith(("_lo", "_hi")) or c[:-3] not in rest}, key=_column_key)
+    bases = sorted({c for c in rest if not c.endswith(("_lo", "_hi")) or c[:-3] not in rest}, key=column_key)
     middle = [c for b in bases for c in (b, f"{b}_lo", f"{b}_hi") if c in rest]
-    return [c for c in LEADING if c in present or c in ("model", "method", "clean_acc", "autoattack_acc",
-                                                         "n_examples", "eps")] + middle + TRAILING
+    return [c for c in LEADING if c in present or c in ALWAYS] + middle + TRAILING
 
 
-def _column_key(column: str) -> tuple:
+def column_key(column: str) -> tuple:
     """Group ``family@budget`` columns by family, budgets in numeric order (``1/510`` < ``1/255``)."""
     family, _, budget = column.partition("@")
-    try:
-        value = float(Fraction(budget)) if budget else -1.0
-    except (ValueError, ZeroDivisionError):
-        value = math.inf
-    return (family.split("_")[0], value, family, column)
-
-
-def format_cell(column: str, value: object) -> str:
-    """Fixed text for a value: accuracies with 2 decimals, other floats with 6 significant digits."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    base = column.removesuffix("_lo").removesuffix("_hi")
-    if base.endswith(("_acc", "_rate", "_agree")) or "_acc@" in base:
-        return f"{value:.2f}"
-    return f"{value:.6g}"
+    return (family.split("_")[0], budget_value(budget) if budget else -1.0, family, column)
 
 
 def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
@@ -121,30 +110,65 @@ def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
-README_HIDDEN = ("data_file", "record_id", "source")
-README_HIDDEN_FAMILIES = ("w2_loss@", "w2_dist@")  # in the CSV only
+@dataclass(frozen=True)
+class Column:
+    """A main-table column: ``key`` is a metric name or a row field; ``interval``: show [lo, hi]."""
+
+    key: str
+    header: str
+    interval: bool = False
 
 
-def _markdown_section(title: str, rows: list[dict], columns: list[str]) -> str:
-    shown = [c for c in columns if not c.endswith(("_lo", "_hi")) and c not in README_HIDDEN
-             and not c.startswith(README_HIDDEN_FAMILIES)]
-    lines = [f"## {title}", "", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    for row in rows:
-        cells = []
-        for c in shown:
-            text = format_cell(c, row.get(c))
-            if row.get(f"{c}_lo") is not None and text:
-                text += f" [{format_cell(c + '_lo', row[c + '_lo'])}, {format_cell(c + '_hi', row[c + '_hi'])}]"
-            cells.append(text)
-        lines.append("| " + " | ".join(cells) + " |")
+def main_columns(rows: list[Row]) -> list[Column]:
+    """rank, model, method, clean, AutoAttack, best-known W_2 at three budgets, invariance, n."""
+    budgets = sorted({m.partition("@")[2] for r in rows for m in r.metrics if m.startswith("w2_best_acc@")},
+                     key=budget_value)
+    if len(budgets) > 3:
+        budgets = [budgets[0], budgets[len(budgets) // 2], budgets[-1]]
+    columns = [Column("rank", "rank"), Column("model", "model"), Column("method", "method"),
+               Column("clean_acc", "clean"), Column("autoattack_acc", "AutoAttack", interval=True)]
+    columns += [Column(f"w2_best_acc@{b}", f"best W_2 @ {b}") for b in budgets]
+    if any(INVARIANCE in r.metrics for r in rows):
+        columns.append(Column(INVARIANCE, "invariance"))
+    return columns + [Column("n_examples", "n")]
+
+
+def cell_text(row: Row, column: Column) -> str:
+    """Main-table text of one cell (fields as they are, metrics with 2 decimals)."""
+    if column.key == "rank":
+        return "" if row.rank is None else str(row.rank)
+    if column.key not in row.metrics:
+        return format_cell(column.key, row.fields.get(column.key))
+    val = row.metrics[column.key]
+    text = format_cell(column.key, val.get("value"))
+    if column.interval and val.get("lo") is not None and text:
+        text += f" [{format_cell(column.key, val['lo'])}, {format_cell(column.key, val['hi'])}]"
+    return text
+
+
+def markdown_section(title: str, rows: list[Row]) -> str:
+    """``## title``, then one ranked main table per evaluation protocol, standard AutoAttack first."""
+    columns = main_columns(rows)
+    lines = [f"## {title}"]
+    for protocol, group in protocol_groups(rows):
+        lines += ["", f"### {protocol.title()}", "", "| " + " | ".join(c.header for c in columns) + " |",
+                  "|" + "|".join("---" if c.key in ("model", "method") else "---:" for c in columns) + "|"]
+        lines += ["| " + " | ".join(cell_text(r, c) for c in columns) + " |" for r in group]
     return "\n".join(lines)
 
 
-def _readme(sections: list[str]) -> str:
+def readme(sections: list[str]) -> str:
     head = ("# Leaderboards\n\nGenerated by `wdro-finetune leaderboard` from the records; do not edit by hand.\n"
-            "Accuracies in percent with 95% Wilson intervals in brackets; `n_examples` test images each.\n"
-            "The CSV files hold every column (also the achieved W_2 distance and loss per budget, the data file "
-            "and the record id).\n"
-            "`w2_Rl@d` and `w2_Ru@d` bound the ratio of W_2 accuracy at budget d to clean accuracy (fractions, "
-            "first-order, no attack for R_l); `upsilon` is the data-set gradient norm they use.\n")
+            "Rows are ranked by AutoAttack accuracy **within one evaluation protocol** (AutoAttack version and "
+            "attacks, test images n, eps) and never across protocols: like RobustBench, which ranks standard "
+            "AutoAttack only, standard AutoAttack comes first; the fast pair (apgd-ce + apgd-t) is a weaker "
+            "attack, so its numbers are not comparable with standard ones.\n"
+            "Accuracies in percent; AutoAttack with its 95% Wilson interval in brackets (every interval is in "
+            "the CSV). `best W_2 @ d`: best-known W_2 distributional accuracy at budget d (pixel units of [0, 1]), the "
+            "lower of W-PGD and the knapsack attack on minimal adversarial distances where both ran "
+            "(`w2_best_attack@d` in the CSV says which). `invariance`: agreement with the human labels on the "
+            "L_inf eps = 0.4 invariance set of Tramer et al. (MNIST).\n"
+            "The CSV files hold every column (per-attack W_2 results, distances, loss, bounds, all invariance "
+            "sets, the data file and the record ids of the row); `w2_Rl@d` and `w2_Ru@d` there bound the ratio of "
+            "W_2 accuracy at budget d to clean accuracy (first-order, no attack for R_l).\n")
     return head + "\n" + "\n\n".join(sections) + "\n"

@@ -338,11 +338,12 @@ class _Run:
         records: list[dict] = []
         if self.dist.is_main:
             save_safetensors(module, model_path, {"label": self.objective.label, "base": self.cfg.model})
-            save_robustbench_layout(module, self.out / "models", self.cfg.dataset.value,
-                                    self.cfg.threat_model.value, self.cfg.model)
+            layout = save_robustbench_layout(module, self.out / "models", self.cfg.dataset.value,
+                                             self.cfg.threat_model.value, self.cfg.model)
             wall = time.perf_counter() - self.t0
             self.write_run_json("finished", self.step, {"finished_at": utc_now(), "wall_seconds": round(wall, 3),
-                                                         "model_sha256": sha256_file(model_path)})
+                                                         "model_sha256": sha256_file(model_path),
+                                                         "robustbench_sha256": sha256_file(layout)})
             if self.cfg.eval_after:
                 records = self._evaluate(module, model_path)
         barrier(self.dist)
