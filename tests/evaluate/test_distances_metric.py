@@ -49,6 +49,10 @@ def test_pointwise_curve_and_quantiles_come_from_the_stored_distances(bundled):
     assert set(arrays["dist_attack"][~clean]) <= {"clean"}
     assert result.record["labels"]["dist_norm"] == "Linf"
     assert result.record["labels"]["dist_attacks"] == "fmn+fab-t+refine-fmn30"
+    for label in ("1/20", "1/10", "1/5"):  # best-known = the lower attack, here the knapsack
+        assert m[f"w2_best_acc@{label}"] == m[f"w2k_acc@{label}"]
+        assert result.record["labels"][f"w2_best_attack@{label}"] == "knapsack"
+        assert result.values[f"w2_best_acc@{label}"].value == m[f"w2k_acc@{label}"]["value"]
 
 
 def test_interrupted_distances_resume_by_chunk_and_equal_an_uninterrupted_run(tmp_path, trained_smallcnn,

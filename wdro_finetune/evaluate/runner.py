@@ -21,6 +21,7 @@ from ..data.datasets import load_split, split_size
 from ..errors import UserError
 from ..models import LoadedModel, load_model
 from ..results.provenance import git_commit, known_run, package_versions, portable_path, utc_now
+from ..results.best_known import best_known
 from ..results.records import append_record, read_records, save_per_example, stable_hash
 from ..train.distributed import barrier, init_distributed
 from ..utils.fileio import check_can_create_dir, ensure_writable_dir
@@ -144,8 +145,9 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: 
     shard = shard_context(ctx, info)
     outputs = [_run_metric(m, shard if m.shardable else ctx, ctx.per_example) for m in metrics]
     values = {k: v for out in outputs for k, v in out.values.items()}
-    record.update(metrics={k: v.to_json() for k, v in values.items()},
-                  labels={k: v for out in outputs for k, v in out.labels.items()},
+    labels = {k: v for out in outputs for k, v in out.labels.items()}
+    _add_best_known(values, labels)
+    record.update(metrics={k: v.to_json() for k, v in values.items()}, labels=labels,
                   started_at=started, wall_seconds=round(time.perf_counter() - t0, 3))
     barrier(info)  # every rank has finished with the partial state
     if info.is_main:
@@ -153,6 +155,14 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: 
         append_record(records_dir, record)
         shutil.rmtree(state_dir, ignore_errors=True)
     return EvalResult(record, values)
+
+
+def _add_best_known(values: dict[str, MetricValue], labels: dict[str, str]) -> None:
+    """With both W-PGD and the knapsack attack in one evaluation: ``w2_best_acc@d`` (the lower) and its attack."""
+    if any(k.startswith("w2_acc@") for k in values) and any(k.startswith("w2k_acc@") for k in values):
+        best, best_labels = best_known({k: v.to_json() for k, v in values.items()})
+        values.update({k: MetricValue.from_json(v) for k, v in best.items()})
+        labels.update(best_labels)
 
 
 def _run_metric(metric, ctx: EvalContext, per_example: dict) -> MetricOutput:
