@@ -143,7 +143,13 @@ def cell_text(row: Row, column: Column) -> str:
     text = format_cell(column.key, val.get("value"))
     if column.interval and val.get("lo") is not None and text:
         text += f" [{format_cell(column.key, val['lo'])}, {format_cell(column.key, val['hi'])}]"
+    family, _, budget = column.key.partition("@")
+    if family == "w2_best_acc" and text and f"w2k_acc@{budget}" not in row.metrics:
+        text += " " + WPGD_ONLY
     return text
+
+
+WPGD_ONLY = "‡"  # a best-known W_2 cell from W-PGD alone (no minimal-distance evaluation of that row)
 
 
 def markdown_section(title: str, rows: list[Row]) -> str:
@@ -166,7 +172,9 @@ def readme(sections: list[str]) -> str:
             "Accuracies in percent; AutoAttack with its 95% Wilson interval in brackets (every interval is in "
             "the CSV). `best W_2 @ d`: best-known W_2 distributional accuracy at budget d (pixel units of [0, 1]), the "
             "lower of W-PGD and the knapsack attack on minimal adversarial distances where both ran "
-            "(`w2_best_attack@d` in the CSV says which). `invariance`: agreement with the human labels on the "
+            f"(`w2_best_attack@d` in the CSV says which); {WPGD_ONLY} marks a row evaluated with W-PGD only, a weaker "
+            "attack whose number the knapsack may lower by tens of points: compare such cells only with each other. "
+            "`invariance`: agreement with the human labels on the "
             "L_inf eps = 0.4 invariance set of Tramer et al. (MNIST).\n"
             "The CSV files hold every column (per-attack W_2 results, distances, loss, bounds, all invariance "
             "sets, the data file and the record ids of the row); `w2_Rl@d` and `w2_Ru@d` there bound the ratio of "
