@@ -64,7 +64,7 @@ CASES = [
     ("evaluate-n-examples-float", EV + ["--metrics", "clean", "--n-examples", "3.5"], "3.5"),
     ("evaluate-aa-attacks-without-custom", EV + ["--metrics", "autoattack", "--aa-version", "fast", "--aa-attacks",
                                             "apgd-ce"], "custom"),
-    ("evaluate-config-value-of-wrong-type", ["evaluate", "--config", "wrong_type.yaml"], "n_examples"),
+    ("evaluate-config-value-of-wrong-type", ["evaluate", "--config", "wrong_type.yaml"], "--n-examples"),
     ("evaluate-config-not-utf8", ["evaluate", "--config", "binary.yaml"], "binary.yaml"),
     ("evaluate-records-is-a-file", EV[:-1] + ["afile", "--metrics", "clean"], "afile"),
     ("evaluate-wdro-with-corruptions", ["evaluate", "--model", "mnist-smallcnn", "--dataset", "mnist",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +27,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``wdro-finetune`` console script."""
+    """Entry point of the ``wdro-finetune`` console script. Warnings (ours and third-party) are held back and
+    printed one line each at the end, except after a user error, whose one line then stands alone."""
+    rc: int | None = None
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            rc = _main(argv)
+    finally:
+        if rc != 2:
+            for w in caught:
+                text = (str(w.message).strip().splitlines() or [""])[0]
+                print(f"{PROG}: warning: {w.category.__name__}: {text}", file=sys.stderr)
+    return rc
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -100,6 +116,13 @@ def _run_models(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- evaluate
 
+def _int(name: str) -> Callable[[str], int]:
+    """argparse type: the one strict integer conversion of :mod:`wdro_finetune.options`."""
+    from .options import to_int
+
+    return lambda text: to_int(text, name)
+
+
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None, help="model name: RobustBench name, builtin name, timm:<name>, "
@@ -117,8 +140,8 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--data-dir", default=None, help="folder with offline .npz files or torchvision downloads "
                    "(also $WDRO_DATA_DIR)")
     g.add_argument("--device", default=None, help="cpu or cuda[:i] (default cpu)")
-    g.add_argument("--seed", default=None, type=int, help="random seed (default 0)")
-    g.add_argument("--batch-size", default=None, type=int, help="examples per batch")
+    g.add_argument("--seed", default=None, help="random seed (default 0)")
+    g.add_argument("--batch-size", default=None, help="examples per batch")
     g.add_argument("--config", default=None, help="YAML or TOML file with any of these options")
 
 
@@ -128,12 +151,15 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
     _add_model_args(p)
     g = p.add_argument_group("evaluation")
-    g.add_argument("--n-examples", default=None, type=int, help="first N test examples (default 1000)")
+    g.add_argument("--n-examples", default=None, help="first N test examples (default 1000)")
     g.add_argument("--metrics", default=None, help=f"comma-separated, from {', '.join(METRICS.names())} "
                    "(default clean,autoattack)")
     g.add_argument("--allow-lossy-test", action="store_true", default=None,
                    help="CIFAR-10 offline with n > 1000: use the lossy JPEG copy of the test set")
     g.add_argument("--records", default=None, help="records folder (default ./results)")
+    g.add_argument("--pretrained", default=None, action=argparse.BooleanOptionalAction,
+                   help="the source's pretrained weights (--no-pretrained: the architecture with its initial "
+                        "weights, recorded as method random-init; e.g. a timm model offline)")
     g.add_argument("--method", default=None, help=argparse.SUPPRESS)
     for name in METRICS.names():
         METRICS.get(name).add_arguments(p)
@@ -195,10 +221,10 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
                    help="with --threat w2: an image's budget stops growing once its prediction has flipped "
                         "(budget goes to images not yet flipped; default: off)")
     g.add_argument("--beta", default=None, help="TRADES weight of the KL term (default 6)")
-    g.add_argument("--inner-steps", default=None, type=int, help="attack steps of the inner maximisation (default 10)")
+    g.add_argument("--inner-steps", default=None, help="attack steps of the inner maximisation (default 10)")
     g.add_argument("--inner-step-size", default=None,
                    help="step of the pointwise inner attack in [0,1] pixel units (default 2.5*eps/K; fgsm-at 1.25*eps; n-fgsm-at eps)")
-    g.add_argument("--eps-ramp", default=None, type=int,
+    g.add_argument("--eps-ramp", default=None,
                    help="eps warm-up: the inner radius and step grow linearly from 1/N to full over the first N "
                         "steps (default 0: none)")
     g.add_argument("--init", default=None, help="continue | reinit-head | perturb:SIGMA (default continue)")
@@ -230,18 +256,18 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--triplet-miner", default=None, choices=MINERS,
                    help="negatives: nearest different-class member of the pool (TLA, default), semi-hard "
                         "(FaceNet: nearest farther than the positive), random")
-    g.add_argument("--triplet-pool", default=None, type=int, help="negative pool size in batches (default 1)")
+    g.add_argument("--triplet-pool", default=None, help="negative pool size in batches (default 1)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", default=None, type=int, help="epochs over the training data")
-    g.add_argument("--steps", default=None, type=int, help="optimiser steps (default 500 if no --epochs)")
+    g.add_argument("--epochs", default=None, help="epochs over the training data")
+    g.add_argument("--steps", default=None, help="optimiser steps (default 500 if no --epochs)")
     g.add_argument("--lr", default=None, help="peak learning rate (default 0.01)")
     g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="default sgd (momentum 0.9, nesterov)")
     g.add_argument("--schedule", default=None, choices=SCHEDULES, help="default cosine")
-    g.add_argument("--warmup", default=None, type=int, help="linear warm-up steps (default 0)")
+    g.add_argument("--warmup", default=None, help="linear warm-up steps (default 0)")
     g.add_argument("--weight-decay", default=None, help="default 5e-4")
     g.add_argument("--grad-clip", default=None, help="max global gradient norm (default off)")
-    g.add_argument("--train-subset", default=None, type=int, help="use the first N training images")
-    g.add_argument("--holdout", default=None, type=int, help="training images held out for the per-epoch "
+    g.add_argument("--train-subset", default=None, help="use the first N training images")
+    g.add_argument("--holdout", default=None, help="training images held out for the per-epoch "
                    "PGD check (default 500)")
     g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
                    help="bf16 autocast (default: on for CUDA)")
@@ -249,10 +275,10 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
                    help="channels_last memory format (default: on for CUDA)")
     g = p.add_argument_group("outputs")
     g.add_argument("--out", default=None, help="run folder (default runs/finetune)")
-    g.add_argument("--checkpoint-every", default=None, type=int, help="steps between checkpoints (default 100)")
+    g.add_argument("--checkpoint-every", default=None, help="steps between checkpoints (default 100)")
     g.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
     g.add_argument("--eval-after", default=None, help="metrics to evaluate on the result, e.g. clean,autoattack")
-    g.add_argument("--n-eval", default=None, type=int, help="test examples for --eval-after (default 1000)")
+    g.add_argument("--n-eval", default=None, help="test examples for --eval-after (default 1000)")
     g.add_argument("--aa-version", default=None, help="AutoAttack version for --eval-after (default standard)")
     g.add_argument("--records", default=None, help="records folder for --eval-after (default ./results)")
 
@@ -284,12 +310,15 @@ def _run_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .results.leaderboard import build_leaderboards
-    from .results.records import RECORDS_FILE
+    from .results.records import RECORDS_FILE, count_unreadable_lines, read_records
     from .utils.fileio import check_can_create_dir
 
     if not (Path(args.records) / RECORDS_FILE).is_file():
         raise UserError(f"no records at {Path(args.records) / RECORDS_FILE}")
     check_can_create_dir(args.out)
+    bad = count_unreadable_lines(args.records)
+    if bad and not read_records(args.records):  # an empty board from a damaged file would look like a result
+        raise UserError(f"no readable record in {Path(args.records) / RECORDS_FILE} ({bad} unreadable lines)")
     for path in build_leaderboards(args.records, args.out):
         print(path)
     return 0
@@ -315,7 +344,7 @@ def _add_plot(p: argparse.ArgumentParser) -> None:
     g.add_argument("--title", action="append", default=None, help="panel title, one per --checkpoint")
     g.add_argument("--model-dir", default="models", help="RobustBench-layout model folder")
     g.add_argument("--trust-checkpoint", action="store_true", help="allow .pt checkpoints with pickled code")
-    g.add_argument("--n", type=int, default=300, help="first N MNIST test images")
+    g.add_argument("--n", type=_int("--n"), default=300, help="first N MNIST test images")
     g.add_argument("--eps", default="0.3", help="l_inf radius of the FGSM and invariance examples")
     g.add_argument("--inv-grid", default="full", choices=["full", "fast"], help="invariance transform grid")
     g.add_argument("--inv-cache", default="cache/invariance", help="invariance cache folder")
@@ -376,7 +405,7 @@ def _add_invariance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist", help="only mnist is supported")
     p.add_argument("--eps", default="0.3", help="l_inf radius in [0,1] pixel units")
     p.add_argument("--split", default="test", choices=["train", "test"], help="split of the source images")
-    p.add_argument("--n", default=100, type=int, help="first N images of the split")
+    p.add_argument("--n", default=100, type=_int("--n"), help="first N images of the split")
     p.add_argument("--grid", default="full", choices=["full", "fast"],
                    help="full: 775 transforms (about 10 images/s on one core); fast: 63 transforms")
     p.add_argument("--out", default="cache/invariance", help="cache folder")
@@ -437,7 +466,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_output", help="folder for the demo's records and leaderboards")
-    p.add_argument("--n-examples", type=int, default=500, help="MNIST test examples to evaluate")
+    p.add_argument("--n-examples", type=_int("--n-examples"), default=500, help="MNIST test examples to evaluate")
 
 
 def _run_demo(args: argparse.Namespace) -> int:

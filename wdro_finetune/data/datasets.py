@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Dataset
+from ..config import NUM_CLASSES, Dataset
 from ..errors import UserError
 from ..utils.fileio import sha256_file
 
@@ -104,7 +104,7 @@ def _holds_at_least(path: Path, n: int) -> bool:
     try:
         with np.load(path) as data:
             return int(data["y"].shape[0]) >= n
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
+    except (OSError, KeyError, ValueError, EOFError, IndexError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
         raise UserError(f"data file {path} is unreadable or corrupt ({type(exc).__name__})") from None
 
 
@@ -114,8 +114,27 @@ def _load_npz(path: Path, dataset: Dataset, split: str, n: int | None) -> DataSp
             x, y = data["x"][:n], data["y"][:n]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"data file {path} is unreadable or corrupt ({type(exc).__name__})") from None
+    check_arrays(x, y, dataset, path)
     return DataSplit(images_to_tensor(x), torch.as_tensor(y.astype(np.int64)), dataset, split, str(path),
                      sha256_file(path), lossy=path.name == CIFAR10_LOSSY)
+
+
+_IMAGE_SHAPES = {Dataset.MNIST: [(28, 28), (28, 28, 1)], Dataset.CIFAR10: [(32, 32, 3)],
+                 Dataset.CIFAR100: [(32, 32, 3)]}
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, dataset: Dataset, path: Path) -> None:
+    """UserError naming the file unless x is uint8 images of the data set's shape, y (N,) integer labels in
+    [0, classes) and both have N rows."""
+    shapes = _IMAGE_SHAPES.get(dataset)
+    if x.dtype != np.uint8 or (shapes and tuple(x.shape[1:]) not in shapes) or x.ndim not in (3, 4):
+        want = " or ".join(f"(N, {', '.join(map(str, s))})" for s in shapes) if shapes else "(N, H, W, C)"
+        raise UserError(f"data file {path}: 'x' is {x.dtype} {tuple(x.shape)}, expected uint8 {want}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"data file {path}: 'y' is {y.dtype} {tuple(y.shape)}, expected {x.shape[0]} integer labels")
+    classes = NUM_CLASSES[dataset]
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise UserError(f"data file {path}: labels in [{int(y.min())}, {int(y.max())}], outside [0, {classes})")
 
 
 def images_to_tensor(x: np.ndarray) -> torch.Tensor:

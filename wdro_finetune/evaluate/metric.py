@@ -77,6 +77,11 @@ class Metric:
         """Validated options for this metric from the resolved command options (default: none)."""
         return {}
 
+    @classmethod
+    def output_dirs(cls, options: dict[str, Any]) -> list[str]:
+        """Folders this metric writes to (checked before the evaluation starts; default: none)."""
+        return []
+
     def compute(self, ctx: EvalContext) -> MetricOutput:
         raise NotImplementedError
 

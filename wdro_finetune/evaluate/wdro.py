@@ -24,6 +24,7 @@ from ..attacks.bounds import accuracy_ratio_bounds, clean_sensitivity
 from ..attacks.wasserstein import w_pgd
 from ..config import ThreatModel, parse_number_list, parse_threat_model
 from ..errors import UserError
+from ..options import to_int
 from ..utils.fileio import atomic_write_text
 from .metric import METRICS, EvalContext, Metric, MetricOutput
 from .values import MetricValue
@@ -56,7 +57,7 @@ class WdroMetric(Metric):
         g.add_argument("--wdro-loss", default=None, choices=LOSSES,
                        help="W-PGD attack loss (default redlr, which spends no budget on misclassified points); "
                             "the bounds always use CE")
-        g.add_argument("--wdro-steps", default=None, type=int, help="W-PGD steps T (default 50)")
+        g.add_argument("--wdro-steps", default=None, help="W-PGD steps T (default 50)")
         g.add_argument("--wdro-attack", default=None, choices=["pgd", "fgsm"], help="W-PGD (default) or W-FGSM")
 
     @classmethod
@@ -71,10 +72,7 @@ class WdroMetric(Metric):
         if deltas is not None and any(not 0 < d <= 1.0 for d in deltas):
             raise UserError(f"--delta values must lie in (0, 1], got {deltas}")
         steps = values.get("wdro_steps")
-        try:  # 0 is a value (an error below), not "unset"
-            steps = 50 if steps is None else int(steps)
-        except (TypeError, ValueError):
-            raise UserError(f"--wdro-steps must be an integer, got {steps!r}") from None
+        steps = 50 if steps is None else to_int(steps, "--wdro-steps")  # 0 is a value (an error below)
         if steps < 1:
             raise UserError(f"--wdro-steps must be >= 1, got {steps}")
         loss = values.get("wdro_loss") or "redlr"

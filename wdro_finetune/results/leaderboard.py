@@ -11,7 +11,7 @@ from fractions import Fraction
 from collections import defaultdict
 from pathlib import Path
 
-from ..utils.fileio import atomic_write_text, folder_lock
+from ..utils.fileio import atomic_write_text, folder_lock, publish_file_set
 from .records import check_record, latest_by_id, read_records
 
 LEADING = ["model", "method", "source", "clean_acc", "clean_acc_lo", "clean_acc_hi",
@@ -23,10 +23,11 @@ def build_leaderboards(records_dir: str | Path, out_dir: str | Path) -> list[Pat
     """Write one CSV per (dataset, threat model) found in the records, and README.md. Returns paths.
 
     Rebuilds of one folder take turns (a lock on the folder from reading the records to the last write), so a
-    rebuild that read fewer records can never land after, and overwrite, one that read more."""
+    rebuild that read fewer records can never land after, and overwrite, one that read more. The set of files
+    is written as a whole (``publish_file_set``: staged, then renamed into place)."""
     _groups(records_dir)  # corrupt records fail before the output folder is created
     with folder_lock(out_dir):
-        return _write(_groups(records_dir), Path(out_dir), records_dir)
+        return publish_file_set(out_dir, lambda stage: _write(_groups(records_dir), stage, records_dir))
 
 
 def _groups(records_dir: str | Path) -> dict[tuple[str, str], list[dict]]:
