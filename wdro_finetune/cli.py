@@ -293,6 +293,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
                      "finetune options")
     config = make_finetune_config(options)
     result = finetune(config, progress=sys.stderr.isatty())
+    if result.already_finished:
+        print(f"{result.label}: already finished ({result.steps} steps), nothing to do; model at {result.model_path}")
+        return 0
     print(f"{result.label}: {result.steps} steps; model at {result.model_path}")
     for record in result.records:
         print(_summary_line(record))

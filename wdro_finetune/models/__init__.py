@@ -29,6 +29,7 @@ SOURCES = ("robustbench", "builtin", "timm", "plugin")
 _IN_CHANNELS = {Dataset.MNIST: 1, Dataset.CIFAR10: 3, Dataset.CIFAR100: 3, Dataset.IMAGENET: 3}
 
 
+DEFAULT_MODEL_DIR = "models"
 RANDOM_INIT = "random-init"  # method label of an evaluation of initial (untrained) weights
 PLUGIN_FACTORY = "plugin-factory"  # method label of a plugin evaluated with the weights its factory made
 
@@ -60,10 +61,11 @@ def infer_source(name: str) -> str:
 
 def check_model_dir(name: str, source: str | None, dataset: Dataset, threat_model: ThreatModel,
                     model_dir: str | Path | None, checkpoint: str | Path | None) -> None:
-    """UserError when a user-given ``model_dir`` would silently not be used: for builtin, timm and plugin
-    models without ``checkpoint`` it must hold ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` (else the
-    bundled, hub or factory weights would be taken instead). RobustBench downloads into it, so it may be new."""
-    if model_dir is None or checkpoint or (source or infer_source(name)) == "robustbench":
+    """UserError when a given ``model_dir`` other than the default ``models`` would silently not be used: for
+    builtin, timm and plugin models without ``checkpoint`` it must hold
+    ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` (else the bundled, hub or factory weights would be taken
+    instead). RobustBench downloads into it, so it may be new. The default is searched and skipped if empty."""
+    if model_dir in (None, DEFAULT_MODEL_DIR) or checkpoint or (source or infer_source(name)) == "robustbench":
         return
     layout_file = robustbench_zoo.checkpoint_path(model_dir, dataset, threat_model, name)
     if not layout_file.is_file():

@@ -10,6 +10,7 @@ from typing import Any
 from ..config import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
                       parse_threat_model, to_jsonable)
 from ..errors import UserError
+from ..models import check_model_dir
 from ..options import convert_fields
 
 METHODS = ("trades", "mart", "udr", "pgd-at", "fgsm-at", "n-fgsm-at")
@@ -109,7 +110,12 @@ _FIELDS = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
 
 
 def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
-    """Validated config from resolved options (config file overridden by command-line flags)."""
+    """Validated config from resolved options (config file overridden by command-line flags); with ``resume``
+    the options missing come from the run's ``run.json`` (``--resume --out DIR`` alone continues that run)."""
+    if options.get("resume") is True:
+        from .run_folder import with_saved_options
+
+        options = with_saved_options(options)
     for key in ("model", "dataset"):
         if not options.get(key):
             raise UserError(f"finetune needs --{key} (on the command line or in --config)")
@@ -139,6 +145,7 @@ def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
                         "defined for MNIST l_inf)")
     config = FinetuneConfig(**values)
     check_device(config.device)
+    check_model_dir(config.model, config.source, dataset, threat_model, options.get("model_dir"), config.checkpoint)
     if config.eval_after:  # checked now, not after hours of training
         from ..evaluate.runner import make_eval_config  # (registers the metrics)
 
