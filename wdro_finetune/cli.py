@@ -444,10 +444,14 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, parse_shard, pending_jobs, run_pending_job
+    from .sweep import load_sweep, parse_shard, pending_jobs, run_pending_job, shard_jobs
 
     sweep = load_sweep(args.file, check_device=not args.dry_run)
-    jobs = pending_jobs(sweep, parse_shard(args.shard))
+    shard = parse_shard(args.shard)
+    jobs = pending_jobs(sweep, shard)
+    done = len(shard_jobs(sweep, shard)) - len(jobs)
+    if done:
+        print(f"{done} jobs already done (records in {sweep.records})", flush=True)
     if args.dry_run:
         for job in jobs:
             print(job.describe())
