@@ -65,6 +65,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("wdro_finetune.progress").setLevel(logging.INFO)  # progress lines when stderr is no terminal
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -190,7 +191,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if not options.get("model") or not options.get("dataset"):
         raise UserError("evaluate needs --model and --dataset (on the command line or in --config)")
     config = make_eval_config(options)
-    result = evaluate(config, progress=sys.stderr.isatty())
+    result = evaluate(config, progress=True)
     print(_summary_line(result.record))
     return 0
 
@@ -292,7 +293,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     check_known_keys(options, _option_names(_add_finetune) | set(FinetuneConfig.__dataclass_fields__),
                      "finetune options")
     config = make_finetune_config(options)
-    result = finetune(config, progress=sys.stderr.isatty())
+    result = finetune(config, progress=True)
     if result.already_finished:
         print(f"{result.label}: already finished ({result.steps} steps), nothing to do; model at {result.model_path}")
         return 0
@@ -416,8 +417,6 @@ def _add_invariance(p: argparse.ArgumentParser) -> None:
 
 
 def _run_invariance(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from .config import parse_dataset, parse_number
     from .invariance.cache import CacheKey, cache_path
     from .invariance.generated import generated_set
@@ -427,7 +426,9 @@ def _run_invariance(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     eps = parse_number(args.eps, "--eps")
-    with tqdm(total=args.n, disable=not sys.stderr.isatty(), desc="invariance", unit="img") as bar:
+    from .utils.progress import progress_bar
+
+    with progress_bar(args.n, "invariance", True, unit="img") as bar:
         inv = generated_set(args.split, args.n, eps, args.grid, args.out, args.data_dir,
                             progress=lambda done, total: bar.update(done - bar.n))
     path = cache_path(args.out, CacheKey("mnist", float(eps), args.split, args.n, args.grid))
@@ -460,7 +461,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     for k, job in enumerate(jobs, 1):
         print(f"[{k}/{len(jobs)}] {job.describe()}", flush=True)
         try:
-            record = run_pending_job(job, sweep, progress=sys.stderr.isatty())
+            record = run_pending_job(job, sweep, progress=True)
         except Interrupted:
             raise Interrupted(f"sweep interrupted in job {job.job_id}, its progress saved; run the same sweep "
                               "command again to continue") from None
@@ -479,7 +480,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, n_examples=args.n_examples, progress=sys.stderr.isatty())
+    run_demo(args.out, n_examples=args.n_examples, progress=True)
     return 0
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
-
 from ..utils.fileio import atomic_write_bytes
+from ..utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +27,17 @@ def run_chunked(n: int, chunk: int, compute: Callable[[int, int], np.ndarray], s
     flags, done = _load_state(state_path, n, n_chunks)
     if done.any():
         log.info("%s: resuming, %d of %d chunks already done", desc, int(done.sum()), n_chunks)
-    bar = tqdm(total=n, desc=desc, disable=not progress, unit="img", leave=False)
-    bar.update(int(done.sum()) and min(n, int(done.sum()) * chunk))
-    for i in range(n_chunks):
-        if done[i]:
-            continue
-        start, stop = i * chunk, min(n, (i + 1) * chunk)
-        flags[start:stop] = compute(start, stop)
-        done[i] = True
-        if state_path is not None:
-            _save_state(state_path, flags, done)
-        bar.update(stop - start)
-    bar.close()
+    with progress_bar(n, desc, progress, unit="img", leave=False) as bar:
+        bar.update(int(done.sum()) and min(n, int(done.sum()) * chunk))
+        for i in range(n_chunks):
+            if done[i]:
+                continue
+            start, stop = i * chunk, min(n, (i + 1) * chunk)
+            flags[start:stop] = compute(start, stop)
+            done[i] = True
+            if state_path is not None:
+                _save_state(state_path, flags, done)
+            bar.update(stop - start)
     return flags
 
 

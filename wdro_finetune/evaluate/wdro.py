@@ -18,7 +18,6 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..attacks.bounds import accuracy_ratio_bounds, clean_sensitivity
 from ..attacks.wasserstein import w_pgd
@@ -26,6 +25,7 @@ from ..config import ThreatModel, parse_number_list, parse_threat_model
 from ..errors import UserError
 from ..options import to_int
 from ..utils.fileio import atomic_write_text
+from ..utils.progress import progress_bar
 from .metric import METRICS, EvalContext, Metric, MetricOutput
 from .values import MetricValue
 
@@ -111,10 +111,9 @@ class WdroMetric(Metric):
     def _one_budget(self, ctx: EvalContext, delta: float, label: str, prefix: str, common: dict, stats) -> dict:
         """Dataset-wide loss, distance and bounds (JSON) and this rank's correctness ``flags``."""
         opts = self.options
-        bar = tqdm(total=opts["steps"], desc=f"{prefix} delta={label}", disable=not ctx.progress, leave=False)
-        result = w_pgd(ctx.model, ctx.data.x, ctx.data.y, delta=delta, steps=opts["steps"], attack=opts["attack"],
-                       loss=opts["loss"], progress=lambda s, t: bar.update(1), **common)
-        bar.close()
+        with progress_bar(opts["steps"], f"{prefix} delta={label}", ctx.progress, unit="step", leave=False) as bar:
+            result = w_pgd(ctx.model, ctx.data.x, ctx.data.y, delta=delta, steps=opts["steps"],
+                           attack=opts["attack"], loss=opts["loss"], progress=lambda s, t: bar.update(1), **common)
         fgsm = w_pgd(ctx.model, ctx.data.x, ctx.data.y, delta=delta, steps=1, attack="fgsm", loss="ce", **common)
         bounds = accuracy_ratio_bounds(stats, delta, attacked_loss=fgsm.loss_per_iterate[-1],
                                        attacked_accuracy=result.accuracy)

@@ -21,7 +21,6 @@ from typing import Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..attacks.pointwise import pgd
 from ..errors import Interrupted, UserError
@@ -31,6 +30,7 @@ from ..models import LoadedModel, load_model
 from ..models.checkpoint import save_robustbench_layout, save_safetensors
 from ..results.provenance import git_commit, package_versions, utc_now
 from ..models.outputs import check_split
+from ..utils.progress import progress_bar
 from ..utils.fileio import (append_line_locked, atomic_write_text, check_output_paths, ensure_writable_dir,
                              exclusive_dir, sha256_file)
 from .checkpoints import checkpoint_dir, discard_checkpoint, load_latest_checkpoint, save_checkpoint
@@ -211,9 +211,8 @@ class _Run:
     # ------------------------------------------------------------------ loop
     def train(self, start: int) -> None:
         self.step = start
-        bar = tqdm(total=self.total, initial=start, desc=self.objective.label, disable=not self.progress,
-                   unit="step", dynamic_ncols=True)
-        with self._sigint_finishes_step():
+        with self._sigint_finishes_step(), progress_bar(self.total, self.objective.label, self.progress,
+                                                        initial=start, unit="step", dynamic_ncols=True) as bar:
             while self.step < self.total:
                 stats = self._one_step()
                 self.step += 1
@@ -226,10 +225,8 @@ class _Run:
                     self._checkpoint()
                 if self.interrupt_requested:
                     self._checkpoint()
-                    bar.close()
                     raise TrainingInterrupted(f"interrupted at step {self.step}; checkpoint written to "
                                               f"{self.out / 'checkpoints'}; continue with --resume")
-        bar.close()
 
     def _one_step(self) -> dict[str, float]:
         t = time.perf_counter()
