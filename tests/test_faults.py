@@ -229,6 +229,8 @@ def test_sigint_finishes_the_step_writes_a_checkpoint_and_exits_130(tmp_path, re
     assert match, last
     step = int(match.group(1))
     assert 2 <= step < 8, "the interrupt stops the run early, after finishing the step in progress"
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["status"] == "interrupted" and run_json["step"] == step
     assert latest_step(ck) == step and (ck / f"step_{step:08d}.pt").is_file()
     assert not (out / "model.safetensors").exists()
     assert_checkpoints_whole(ck)
@@ -538,6 +540,13 @@ def build(num_classes=10):
 """
 
 
+def _save_smallcnn(path: Path) -> Path:
+    from wdro_finetune.models.builtin import SmallCNN
+    from wdro_finetune.models.checkpoint import save_safetensors
+
+    return save_safetensors(SmallCNN(), path)
+
+
 def test_nothing_is_imported_from_the_current_folder_and_plugins_run_only_when_named(tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -552,25 +561,31 @@ def test_nothing_is_imported_from_the_current_folder_and_plugins_run_only_when_n
         "console-models": console + ["models"],
         "module-models": cli("models", "--source", "builtin"),
         "module-unknown-name": cli("evaluate", "--model", "evil", "--dataset", "mnist", "--records", rec),
-        "console-named-but-not-on-path": console + ["evaluate", "--model", "evil:build", "--dataset", "mnist",
-                                                    "--metrics", "clean", "--n-examples", "4", "--records", rec],
+        "console-named-not-in-this-folder": console + ["evaluate", "--model", "evil2:build", "--dataset", "mnist",
+                                                       "--metrics", "clean", "--n-examples", "4", "--records", rec],
     }
     procs = {k: spawn(v, cwd) for k, v in jobs.items()}
     results = {k: (p.communicate(timeout=300), p.returncode) for k, p in procs.items()}
     assert results["console-models"][1] == 0 and "builtin\tmnist-smallcnn" in results["console-models"][0][0]
     assert results["module-models"][1] == 0, results["module-models"][0][1][-2000:]
-    for key, expected in (("module-unknown-name", "'evil'"), ("console-named-but-not-on-path", "cannot import")):
+    for key, expected in (("module-unknown-name", "'evil'"), ("console-named-not-in-this-folder", "cannot import")):
         (out, err), rc = results[key]
         assert rc == 2 and err.count("\n") == 1 and expected in err and "Traceback" not in err, err
     assert not list(cwd.glob("IMPORTED_*")), "nothing was imported from the current folder"
+    # named explicitly, found in the current folder as `python -m` would: that module runs, no other
+    weights = _save_smallcnn(tmp_path / "w.safetensors")
+    here = run(console + ["evaluate", "--model", "evil:build", "--dataset", "mnist", "--metrics", "clean",
+                          "--n-examples", "4", "--checkpoint", str(weights), "--records", rec], cwd)
+    assert here.returncode == 0, here.stderr[-2000:]
+    assert [p.name for p in cwd.glob("IMPORTED_*")] == ["IMPORTED_evil"]
     # named explicitly, from a folder put on the path on purpose: the plugin runs
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "evil.py").write_text(EVIL)
     named = run(cli("evaluate", "--model", "evil:build", "--dataset", "mnist", "--metrics", "clean", "--n-examples",
-                    "4", "--records", rec), cwd, env={**ENV, "PYTHONPATH": str(plugins)})
+                    "4", "--records", rec), tmp_path, env={**ENV, "PYTHONPATH": str(plugins)})
     assert named.returncode == 0, named.stderr[-2000:]
-    assert (plugins / "IMPORTED_evil").exists() and not list(cwd.glob("IMPORTED_*"))
+    assert (plugins / "IMPORTED_evil").exists()
 
 
 def test_an_entry_point_plugin_is_listed_without_import_and_runs_when_used(tmp_path, monkeypatch, capsys):

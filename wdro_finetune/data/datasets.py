@@ -111,10 +111,11 @@ def _holds_at_least(path: Path, n: int) -> bool:
 def _load_npz(path: Path, dataset: Dataset, split: str, n: int | None) -> DataSplit:
     try:
         with np.load(path) as data:
-            x, y = data["x"][:n], data["y"][:n]
+            x, y = data["x"], data["y"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"data file {path} is unreadable or corrupt ({type(exc).__name__})") from None
     check_arrays(x, y, dataset, path)
+    x, y = x[:n], y[:n]
     return DataSplit(images_to_tensor(x), torch.as_tensor(y.astype(np.int64)), dataset, split, str(path),
                      sha256_file(path), lossy=path.name == CIFAR10_LOSSY)
 
