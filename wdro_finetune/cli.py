@@ -420,14 +420,15 @@ def _run_invariance(args: argparse.Namespace) -> int:
     from .config import parse_dataset, parse_number
     from .invariance.cache import CacheKey, cache_path
     from .invariance.generated import generated_set
+    from .utils.fileio import check_output_paths
+    from .utils.progress import progress_bar
 
     if parse_dataset(args.dataset).value != "mnist":
         raise UserError("invariance examples exist for MNIST only")
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     eps = parse_number(args.eps, "--eps")
-    from .utils.progress import progress_bar
-
+    check_output_paths(folders=[args.out])
     with progress_bar(args.n, "invariance", True, unit="img") as bar:
         inv = generated_set(args.split, args.n, eps, args.grid, args.out, args.data_dir,
                             progress=lambda done, total: bar.update(done - bar.n))
