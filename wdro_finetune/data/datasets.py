@@ -58,6 +58,7 @@ def load_split(dataset: Dataset, split: str = "test", n: int | None = None, *, d
     """The first ``n`` examples (all if None) of a split, offline when a file is found."""
     if split not in SPLITS or (dataset, split) not in _SPLIT_SIZE:
         raise UserError(f"{dataset.value} has no {split!r} split here; choose one of {', '.join(SPLITS)}")
+    check_data_dir(data_dir)
     total = split_size(dataset, split)
     if n is not None and not 1 <= n <= total:
         raise UserError(f"n_examples must be between 1 and {total} for the {dataset.value} {split} split, got {n}")
@@ -67,6 +68,13 @@ def load_split(dataset: Dataset, split: str = "test", n: int | None = None, *, d
     if not download:
         raise UserError(_missing_message(dataset, split, data_dir))
     return _load_torchvision(dataset, split, n, Path(data_dir or "data"))
+
+
+def check_data_dir(data_dir: str | Path | None) -> None:
+    """UserError when a given data folder exists but is not a folder (its files would silently be looked
+    for elsewhere). A missing one is where torchvision downloads to."""
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder")
 
 
 def search_dirs(data_dir: str | Path | None) -> list[Path]:

@@ -22,7 +22,7 @@ from ..data.datasets import load_split, split_size
 from ..errors import UserError
 from ..models import PLUGIN_FACTORY, RANDOM_INIT, LoadedModel, check_model_dir, load_model
 from ..models.outputs import check_split
-from ..options import convert_fields
+from ..options import convert_fields, option_label
 from ..results.provenance import git_commit, package_versions, utc_now
 from ..results.records import append_record, records_output_paths, save_per_example, stable_hash
 from ..train.distributed import barrier, init_distributed
@@ -80,6 +80,7 @@ def make_eval_config(options: dict[str, Any]) -> EvalConfig:
     if not names:
         raise UserError(f"--metrics needs at least one of {', '.join(METRICS.names())}")
     metric_options = {name: METRICS.get(name).options_from(options) for name in names}
+    _check_unused_metric_options(options, names)
     n = _given(options, "n_examples", 1000)
     total = split_size(dataset, "test")
     if not 1 <= n <= total:  # checked before any model is loaded or downloaded
@@ -110,6 +111,22 @@ def option_names() -> set[str]:
     for name in METRICS.names():
         METRICS.get(name).add_arguments(parser)
     return set(EvalConfig.__dataclass_fields__) | {a.dest for a in parser._actions}
+
+
+def _check_unused_metric_options(options: dict[str, Any], names: tuple[str, ...]) -> None:
+    """UserError for an option of a metric that ``--metrics`` does not include (it would be ignored)."""
+    import argparse
+
+    used = set()
+    for name in names:
+        parser = argparse.ArgumentParser(add_help=False)
+        METRICS.get(name).add_arguments(parser)
+        used |= {a.dest for a in parser._actions}
+    unused = sorted(k for k in option_names() - set(EvalConfig.__dataclass_fields__) - used
+                    if options.get(k) is not None)
+    if unused:
+        raise UserError(f"{', '.join(option_label(k) for k in unused)}: option(s) of a metric that --metrics "
+                        f"({','.join(names)}) does not include")
 
 
 def _given(options: dict[str, Any], name: str, default: Any) -> Any:

@@ -158,7 +158,8 @@ def eval_after_options(cfg: FinetuneConfig) -> dict[str, Any]:
     engine adds the fine-tuned model's identity (source, method, checkpoint, training)."""
     return {"model": cfg.model, "dataset": cfg.dataset.value, "threat_model": cfg.threat_model.value, "eps": cfg.eps,
             "n_examples": cfg.n_eval, "metrics": ",".join(cfg.eval_after), "device": cfg.device, "seed": cfg.seed,
-            "records": cfg.records, "data_dir": cfg.data_dir, "aa_version": cfg.aa_version}
+            "records": cfg.records, "data_dir": cfg.data_dir,
+            "aa_version": cfg.aa_version if "autoattack" in cfg.eval_after else None}
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
