@@ -190,12 +190,12 @@ def test_sigkill_mid_checkpoint_write_leaves_no_truncated_checkpoint(tmp_path, r
 def test_sigkill_mid_evaluation_then_resume_gives_the_same_weights_and_record(tmp_path, reference):
     out, rec = tmp_path / "run", tmp_path / "rec"
 
-    def evaluating() -> bool:  # training finished (run.json says so) and no record yet
+    def evaluating() -> bool:  # training finished (run.json says the evaluation runs) and no record yet
         try:
             status = json.loads((out / "run.json").read_text())["status"]
         except (OSError, ValueError, KeyError):
             return False
-        return status == "finished" and not (rec / RECORDS_FILE).exists()
+        return status == "evaluating" and not (rec / RECORDS_FILE).exists()
 
     proc = spawn(cli("finetune", *TINY, *EVAL_AFTER, "--out", out, "--records", rec), tmp_path)
     assert freeze_when(proc, evaluating), proc.communicate()[1][-3000:]
@@ -210,6 +210,7 @@ def test_sigkill_mid_evaluation_then_resume_gives_the_same_weights_and_record(tm
     assert flags.keys() == reference["flags"].keys()
     assert all(np.array_equal(flags[k], reference["flags"][k]) for k in flags)
     assert_checkpoints_whole(out / "checkpoints")
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
 
 
 # ---------------------------------------------------------------- Ctrl-C

@@ -28,38 +28,35 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wdro-finetune`` console script. Warnings (ours and third-party) are held back and
-    printed one line each at the end, except after a user error, whose one line then stands alone."""
-    rc: int | None = None
+    printed one line each at the end, before a final interrupt message; after a user error only its one line
+    is printed."""
+    rc, message = 0, None
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             rc = _main(argv)
-    finally:
-        if rc != 2:
-            for w in caught:
-                text = (str(w.message).strip().splitlines() or [""])[0]
-                print(f"{PROG}: warning: {w.category.__name__}: {text}", file=sys.stderr)
+    except UserError as exc:
+        rc, message, caught = 2, f"{PROG}: error: {exc}", []
+    except Interrupted as exc:
+        rc, message = 130, f"{PROG}: {exc}"
+    except KeyboardInterrupt:
+        rc, message = 130, f"{PROG}: interrupted"
+    finally:  # also before the traceback of a bug
+        for w in caught:
+            text = (str(w.message).strip().splitlines() or [""])[0]
+            print(f"{PROG}: warning: {w.category.__name__}: {text}", file=sys.stderr)
+    if message:
+        print(message, file=sys.stderr)
     return rc
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        _setup_logging(args.verbose)
-        from .utils.allocator import keep_freed_memory
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from .utils.allocator import keep_freed_memory
 
-        keep_freed_memory()
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except Interrupted as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    keep_freed_memory()
+    return int(args.func(args) or 0)
 
 
 def _setup_logging(verbose: int) -> None:
