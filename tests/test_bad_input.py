@@ -64,13 +64,28 @@ CASES = [
     ("evaluate-n-examples-float", EV + ["--metrics", "clean", "--n-examples", "3.5"], "3.5"),
     ("evaluate-aa-attacks-without-custom", EV + ["--metrics", "autoattack", "--aa-version", "fast", "--aa-attacks",
                                             "apgd-ce"], "custom"),
-    ("evaluate-config-value-of-wrong-type", ["evaluate", "--config", "wrong_type.yaml"], "n_examples"),
+    ("evaluate-config-value-of-wrong-type", ["evaluate", "--config", "wrong_type.yaml"], "--n-examples"),
     ("evaluate-config-not-utf8", ["evaluate", "--config", "binary.yaml"], "binary.yaml"),
     ("evaluate-records-is-a-file", EV[:-1] + ["afile", "--metrics", "clean"], "afile"),
     ("evaluate-wdro-with-corruptions", ["evaluate", "--model", "mnist-smallcnn", "--dataset", "mnist",
                                         "--threat-model", "corruptions", "--eps", "0.1", "--metrics", "wdro"],
      "Linf or L2"),
+    ("evaluate-inv-cache-is-a-file", EV + ["--metrics", "invariance", "--inv-n", "2", "--inv-cache", "afile"],
+     "afile"),
+    ("evaluate-per-example-is-a-file", EV[:-1] + ["records_pe", "--metrics", "clean"], "per_example"),
+    ("evaluate-records-jsonl-is-a-folder", EV[:-1] + ["records_dirfile", "--metrics", "clean"], "records.jsonl"),
+    ("evaluate-seed-out-of-range", EV + ["--metrics", "clean", "--seed", "1" * 20], "--seed"),
+    ("evaluate-device-mps", EV + ["--metrics", "clean", "--device", "mps"], "mps"),
+    ("evaluate-model-dir-missing", EV + ["--metrics", "clean", "--model-dir", "no_models"], "no_models"),
     # ---- finetune
+    ("finetune-eval-after-records-jsonl-is-a-folder", FT + ["--eval-after", "clean", "--records", "records_dirfile",
+                                                            "--out", "new"], "records.jsonl"),
+    ("finetune-inv-cache-is-a-file", FT + ["--triplet", "ia", "--inv-cache", "afile", "--out", "new"], "afile"),
+    ("finetune-seed-out-of-range", FT + ["--seed", "-" + "9" * 20, "--out", "new"], "--seed"),
+    ("finetune-steps-float", FT + ["--steps", "2.0", "--out", "new"], "--steps"),
+    ("finetune-bool-as-string-in-config", ["finetune", "--config", "string_bool.yaml", "--out", "new"], "--amp"),
+    ("finetune-resume-finished-run-with-other-option", FT + ["--resume", "--inner-steps", "2", "--out", "run"],
+     "inner_steps: 1 -> 2"),
     ("finetune-unknown-method", FT + ["--method", "fgsm-trades", "--out", "new"], "fgsm-trades"),
     ("finetune-steps-not-an-integer", FT + ["--steps", "two", "--out", "new"], "two"),
     ("finetune-steps-zero", FT + ["--steps", "0", "--out", "new"], "--steps"),
@@ -154,6 +169,7 @@ CASES = [
     ("invariance-eps-out-of-range", ["invariance", "generate", "--eps", "2", "--out", "inv"], "eps"),
     ("invariance-n-zero", ["invariance", "generate", "--n", "0", "--out", "inv"], "--n"),
     ("invariance-unknown-grid", ["invariance", "generate", "--grid", "huge"], "huge"),
+    ("invariance-out-is-a-file", ["invariance", "generate", "--n", "2", "--out", "afile"], "afile"),
 ]
 SUBPROCESS_CASES = ["models-unknown-dataset", "evaluate-truncated-npz", "finetune-corrupt-checkpoint",
                     "sweep-typo-in-job-options", "plot-out-under-a-file", "demo-n-examples-zero"]
@@ -193,6 +209,10 @@ def workspace(tmp_path_factory, data_dir) -> Path:
          y=np.array([{"label": i} for i in range(10)], dtype=object))
     _npz(ws / "nolabels_data" / "mnist_test.npz", x=np.zeros((10, 28, 28), np.uint8))
     (ws / "afile").write_text("a regular file\n")
+    (ws / "records_pe").mkdir()
+    (ws / "records_pe" / "per_example").write_text("a file where a folder belongs\n")
+    (ws / "records_dirfile" / "records.jsonl").mkdir(parents=True)
+    (ws / "string_bool.yaml").write_text("model: mnist-smallcnn\ndataset: mnist\namp: 'false'\n")
     (ws / "empty_dir").mkdir()
     (ws / "garbage.pt").write_bytes(b"\x80\x04garbage" * 50)
     (ws / "wrong_type.yaml").write_text("model: mnist-smallcnn\ndataset: mnist\nn_examples: many\n")

@@ -190,12 +190,12 @@ def test_sigkill_mid_checkpoint_write_leaves_no_truncated_checkpoint(tmp_path, r
 def test_sigkill_mid_evaluation_then_resume_gives_the_same_weights_and_record(tmp_path, reference):
     out, rec = tmp_path / "run", tmp_path / "rec"
 
-    def evaluating() -> bool:  # training finished (run.json says so) and no record yet
+    def evaluating() -> bool:  # training finished (run.json says the evaluation runs) and no record yet
         try:
             status = json.loads((out / "run.json").read_text())["status"]
         except (OSError, ValueError, KeyError):
             return False
-        return status == "finished" and not (rec / RECORDS_FILE).exists()
+        return status == "evaluating" and not (rec / RECORDS_FILE).exists()
 
     proc = spawn(cli("finetune", *TINY, *EVAL_AFTER, "--out", out, "--records", rec), tmp_path)
     assert freeze_when(proc, evaluating), proc.communicate()[1][-3000:]
@@ -210,6 +210,7 @@ def test_sigkill_mid_evaluation_then_resume_gives_the_same_weights_and_record(tm
     assert flags.keys() == reference["flags"].keys()
     assert all(np.array_equal(flags[k], reference["flags"][k]) for k in flags)
     assert_checkpoints_whole(out / "checkpoints")
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
 
 
 # ---------------------------------------------------------------- Ctrl-C
@@ -229,6 +230,8 @@ def test_sigint_finishes_the_step_writes_a_checkpoint_and_exits_130(tmp_path, re
     assert match, last
     step = int(match.group(1))
     assert 2 <= step < 8, "the interrupt stops the run early, after finishing the step in progress"
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["status"] == "interrupted" and run_json["step"] == step
     assert latest_step(ck) == step and (ck / f"step_{step:08d}.pt").is_file()
     assert not (out / "model.safetensors").exists()
     assert_checkpoints_whole(ck)
@@ -419,6 +422,7 @@ def test_concurrent_appends_and_leaderboard_rebuilds_lose_nothing(tmp_path, writ
              for row in csv.DictReader(io.StringIO(path.read_text()))]
     assert sorted(shown) == sorted(expected)
     assert not list(boards.glob(".*.tmp")) and not list(records.glob(".*.tmp"))
+    assert not list(boards.glob(".publish-*")), "no staging folder left"
 
 
 def _board_record(rid: str, model: str) -> dict:
@@ -442,7 +446,8 @@ def test_a_rebuild_that_read_older_records_never_overwrites_a_newer_leaderboard(
     records, boards, stop = tmp_path / "records", tmp_path / "boards", tmp_path / "STOP"
     append_record(records, _board_record("r0", "old-model"))
     proc = spawn([PY, "-c", REBUILD_UNTIL_STOPPED, str(records), str(boards), str(stop)], tmp_path)
-    assert freeze_when(proc, lambda: bool(temp_files(boards))), proc.communicate()[1][-3000:]
+    staged = lambda: any(boards.glob(".publish-*/*"))  # noqa: E731  (A is writing its set of files)
+    assert freeze_when(proc, staged), proc.communicate()[1][-3000:]
     stop.touch()  # A stops after the rebuild it is in
     append_record(records, _board_record("r1", "new-model"))
     rebuild_b = threading.Thread(target=build_leaderboards, args=(records, boards))
@@ -538,6 +543,13 @@ def build(num_classes=10):
 """
 
 
+def _save_smallcnn(path: Path) -> Path:
+    from wdro_finetune.models.builtin import SmallCNN
+    from wdro_finetune.models.checkpoint import save_safetensors
+
+    return save_safetensors(SmallCNN(), path)
+
+
 def test_nothing_is_imported_from_the_current_folder_and_plugins_run_only_when_named(tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -552,25 +564,31 @@ def test_nothing_is_imported_from_the_current_folder_and_plugins_run_only_when_n
         "console-models": console + ["models"],
         "module-models": cli("models", "--source", "builtin"),
         "module-unknown-name": cli("evaluate", "--model", "evil", "--dataset", "mnist", "--records", rec),
-        "console-named-but-not-on-path": console + ["evaluate", "--model", "evil:build", "--dataset", "mnist",
-                                                    "--metrics", "clean", "--n-examples", "4", "--records", rec],
+        "console-named-not-in-this-folder": console + ["evaluate", "--model", "evil2:build", "--dataset", "mnist",
+                                                       "--metrics", "clean", "--n-examples", "4", "--records", rec],
     }
     procs = {k: spawn(v, cwd) for k, v in jobs.items()}
     results = {k: (p.communicate(timeout=300), p.returncode) for k, p in procs.items()}
     assert results["console-models"][1] == 0 and "builtin\tmnist-smallcnn" in results["console-models"][0][0]
     assert results["module-models"][1] == 0, results["module-models"][0][1][-2000:]
-    for key, expected in (("module-unknown-name", "'evil'"), ("console-named-but-not-on-path", "cannot import")):
+    for key, expected in (("module-unknown-name", "'evil'"), ("console-named-not-in-this-folder", "cannot import")):
         (out, err), rc = results[key]
         assert rc == 2 and err.count("\n") == 1 and expected in err and "Traceback" not in err, err
     assert not list(cwd.glob("IMPORTED_*")), "nothing was imported from the current folder"
+    # named explicitly, found in the current folder as `python -m` would: that module runs, no other
+    weights = _save_smallcnn(tmp_path / "w.safetensors")
+    here = run(console + ["evaluate", "--model", "evil:build", "--dataset", "mnist", "--metrics", "clean",
+                          "--n-examples", "4", "--checkpoint", str(weights), "--records", rec], cwd)
+    assert here.returncode == 0, here.stderr[-2000:]
+    assert [p.name for p in cwd.glob("IMPORTED_*")] == ["IMPORTED_evil"]
     # named explicitly, from a folder put on the path on purpose: the plugin runs
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "evil.py").write_text(EVIL)
     named = run(cli("evaluate", "--model", "evil:build", "--dataset", "mnist", "--metrics", "clean", "--n-examples",
-                    "4", "--records", rec), cwd, env={**ENV, "PYTHONPATH": str(plugins)})
+                    "4", "--records", rec), tmp_path, env={**ENV, "PYTHONPATH": str(plugins)})
     assert named.returncode == 0, named.stderr[-2000:]
-    assert (plugins / "IMPORTED_evil").exists() and not list(cwd.glob("IMPORTED_*"))
+    assert (plugins / "IMPORTED_evil").exists()
 
 
 def test_an_entry_point_plugin_is_listed_without_import_and_runs_when_used(tmp_path, monkeypatch, capsys):

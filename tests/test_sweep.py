@@ -117,3 +117,34 @@ def test_committed_sweep_files_are_valid_and_name_their_datasets():
     if not torch.cuda.is_available():  # running it (not listing it) needs the GPU
         with pytest.raises(UserError, match="CUDA"):
             load_sweep(REPO / "leaderboards" / "sweep-robustbench-gpu.yaml")
+
+
+W2_SPEC = """
+records: records
+runs: runs
+models: [mnist-smallcnn]
+common: {{dataset: mnist, threat_model: Linf}}
+evaluate: {{metrics: "clean,distances", delta: "0.1", n_examples: 20}}
+methods:
+  - name: w
+    finetune: {{method: trades, threat: w2, delta: 0.1, steps: 2{cap}}}
+"""
+
+
+@pytest.mark.parametrize("cap, same_as_old_absent", [(", w2_budget_cap: none", True), ("", False),
+                                                       (", w2_budget_cap: null", False)])
+def test_w2_job_ids_keep_the_old_uncapped_default_and_never_collide_with_the_new_one(tmp_path, cap,
+                                                                                      same_as_old_absent):
+    """The cap default changed (uncapped -> eps): ``none`` written out hashes as the absent key did before; the
+    new default (absent or null) never gets the id of an old uncapped job. The evaluation's ``delta`` is
+    read by ``distances`` and is no unused option."""
+    from wdro_finetune.results.records import stable_hash
+
+    path = tmp_path / "s.yaml"
+    path.write_text(W2_SPEC.format(cap=cap))
+    (job,) = load_sweep(path).jobs
+    old_identity = {"model": "mnist-smallcnn", "method": "w", "seed": 0, "evaluate": {
+        "dataset": "mnist", "threat_model": "Linf", "metrics": "clean,distances", "delta": "0.1", "n_examples": 20,
+        "model": "mnist-smallcnn", "seed": 0}, "finetune": {"dataset": "mnist", "threat_model": "Linf",
+        "method": "trades", "threat": "w2", "delta": 0.1, "steps": 2, "model": "mnist-smallcnn", "seed": 0}}
+    assert (job.job_id == stable_hash(old_identity, 12)) is same_as_old_absent

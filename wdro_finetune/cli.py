@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,29 +27,42 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``wdro-finetune`` console script."""
-    parser = build_parser()
+    """Entry point of the ``wdro-finetune`` console script. Warnings (ours and third-party) are held back and
+    printed one line each at the end, before a final interrupt message; after a user error only its one line
+    is printed."""
+    rc, message = 0, None
+    caught: list[warnings.WarningMessage] = []
     try:
-        args = parser.parse_args(argv)
-        _setup_logging(args.verbose)
-        from .utils.allocator import keep_freed_memory
-
-        keep_freed_memory()
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings(record=True) as caught:
+            rc = _main(argv)
     except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        rc, message, caught = 2, f"{PROG}: error: {exc}", []
     except Interrupted as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 130
+        rc, message = 130, f"{PROG}: {exc}"
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        rc, message = 130, f"{PROG}: interrupted"
+    finally:  # also before the traceback of a bug
+        for w in caught:
+            text = (str(w.message).strip().splitlines() or [""])[0]
+            print(f"{PROG}: warning: {w.category.__name__}: {text}", file=sys.stderr)
+    if message:
+        print(message, file=sys.stderr)
+    return rc
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from .utils.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    return int(args.func(args) or 0)
 
 
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("wdro_finetune.progress").setLevel(logging.INFO)  # progress lines when stderr is no terminal
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -100,6 +114,13 @@ def _run_models(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- evaluate
 
+def _int(name: str) -> Callable[[str], int]:
+    """argparse type: the one strict integer conversion of :mod:`wdro_finetune.options`."""
+    from .options import to_int
+
+    return lambda text: to_int(text, name)
+
+
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None, help="model name: RobustBench name, builtin name, timm:<name>, "
@@ -117,8 +138,8 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--data-dir", default=None, help="folder with offline .npz files or torchvision downloads "
                    "(also $WDRO_DATA_DIR)")
     g.add_argument("--device", default=None, help="cpu or cuda[:i] (default cpu)")
-    g.add_argument("--seed", default=None, type=int, help="random seed (default 0)")
-    g.add_argument("--batch-size", default=None, type=int, help="examples per batch")
+    g.add_argument("--seed", default=None, help="random seed (default 0)")
+    g.add_argument("--batch-size", default=None, help="examples per batch")
     g.add_argument("--config", default=None, help="YAML or TOML file with any of these options")
 
 
@@ -128,12 +149,15 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
     _add_model_args(p)
     g = p.add_argument_group("evaluation")
-    g.add_argument("--n-examples", default=None, type=int, help="first N test examples (default 1000)")
+    g.add_argument("--n-examples", default=None, help="first N test examples (default 1000)")
     g.add_argument("--metrics", default=None, help=f"comma-separated, from {', '.join(METRICS.names())} "
                    "(default clean,autoattack)")
     g.add_argument("--allow-lossy-test", action="store_true", default=None,
                    help="CIFAR-10 offline with n > 1000: use the lossy JPEG copy of the test set")
     g.add_argument("--records", default=None, help="records folder (default ./results)")
+    g.add_argument("--pretrained", default=None, action=argparse.BooleanOptionalAction,
+                   help="the source's pretrained weights (--no-pretrained: the architecture with its initial "
+                        "weights, recorded as method random-init; e.g. a timm model offline)")
     g.add_argument("--method", default=None, help=argparse.SUPPRESS)
     for name in METRICS.names():
         METRICS.get(name).add_arguments(p)
@@ -164,7 +188,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if not options.get("model") or not options.get("dataset"):
         raise UserError("evaluate needs --model and --dataset (on the command line or in --config)")
     config = make_eval_config(options)
-    result = evaluate(config, progress=sys.stderr.isatty())
+    result = evaluate(config, progress=True)
     print(_summary_line(result.record))
     return 0
 
@@ -195,10 +219,10 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
                    help="with --threat w2: an image's budget stops growing once its prediction has flipped "
                         "(budget goes to images not yet flipped; default: off)")
     g.add_argument("--beta", default=None, help="TRADES weight of the KL term (default 6)")
-    g.add_argument("--inner-steps", default=None, type=int, help="attack steps of the inner maximisation (default 10)")
+    g.add_argument("--inner-steps", default=None, help="attack steps of the inner maximisation (default 10)")
     g.add_argument("--inner-step-size", default=None,
                    help="step of the pointwise inner attack in [0,1] pixel units (default 2.5*eps/K; fgsm-at 1.25*eps; n-fgsm-at eps)")
-    g.add_argument("--eps-ramp", default=None, type=int,
+    g.add_argument("--eps-ramp", default=None,
                    help="eps warm-up: the inner radius and step grow linearly from 1/N to full over the first N "
                         "steps (default 0: none)")
     g.add_argument("--init", default=None, help="continue | reinit-head | perturb:SIGMA (default continue)")
@@ -230,18 +254,18 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--triplet-miner", default=None, choices=MINERS,
                    help="negatives: nearest different-class member of the pool (TLA, default), semi-hard "
                         "(FaceNet: nearest farther than the positive), random")
-    g.add_argument("--triplet-pool", default=None, type=int, help="negative pool size in batches (default 1)")
+    g.add_argument("--triplet-pool", default=None, help="negative pool size in batches (default 1)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", default=None, type=int, help="epochs over the training data")
-    g.add_argument("--steps", default=None, type=int, help="optimiser steps (default 500 if no --epochs)")
+    g.add_argument("--epochs", default=None, help="epochs over the training data")
+    g.add_argument("--steps", default=None, help="optimiser steps (default 500 if no --epochs)")
     g.add_argument("--lr", default=None, help="peak learning rate (default 0.01)")
     g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="default sgd (momentum 0.9, nesterov)")
     g.add_argument("--schedule", default=None, choices=SCHEDULES, help="default cosine")
-    g.add_argument("--warmup", default=None, type=int, help="linear warm-up steps (default 0)")
+    g.add_argument("--warmup", default=None, help="linear warm-up steps (default 0)")
     g.add_argument("--weight-decay", default=None, help="default 5e-4")
     g.add_argument("--grad-clip", default=None, help="max global gradient norm (default off)")
-    g.add_argument("--train-subset", default=None, type=int, help="use the first N training images")
-    g.add_argument("--holdout", default=None, type=int, help="training images held out for the per-epoch "
+    g.add_argument("--train-subset", default=None, help="use the first N training images")
+    g.add_argument("--holdout", default=None, help="training images held out for the per-epoch "
                    "PGD check (default 500)")
     g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
                    help="bf16 autocast (default: on for CUDA)")
@@ -249,10 +273,10 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
                    help="channels_last memory format (default: on for CUDA)")
     g = p.add_argument_group("outputs")
     g.add_argument("--out", default=None, help="run folder (default runs/finetune)")
-    g.add_argument("--checkpoint-every", default=None, type=int, help="steps between checkpoints (default 100)")
+    g.add_argument("--checkpoint-every", default=None, help="steps between checkpoints (default 100)")
     g.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
     g.add_argument("--eval-after", default=None, help="metrics to evaluate on the result, e.g. clean,autoattack")
-    g.add_argument("--n-eval", default=None, type=int, help="test examples for --eval-after (default 1000)")
+    g.add_argument("--n-eval", default=None, help="test examples for --eval-after (default 1000)")
     g.add_argument("--aa-version", default=None, help="AutoAttack version for --eval-after (default standard)")
     g.add_argument("--records", default=None, help="records folder for --eval-after (default ./results)")
 
@@ -266,7 +290,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
     check_known_keys(options, _option_names(_add_finetune) | set(FinetuneConfig.__dataclass_fields__),
                      "finetune options")
     config = make_finetune_config(options)
-    result = finetune(config, progress=sys.stderr.isatty())
+    result = finetune(config, progress=True)
+    if result.already_finished:
+        print(f"{result.label}: already finished ({result.steps} steps), nothing to do; model at {result.model_path}")
+        return 0
     print(f"{result.label}: {result.steps} steps; model at {result.model_path}")
     for record in result.records:
         print(_summary_line(record))
@@ -287,7 +314,7 @@ def _run_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .results.leaderboard import build_leaderboards
-    from .results.records import RECORDS_FILE
+    from .results.records import RECORDS_FILE, count_unreadable_lines, read_records
     from .sweep import sweep_ref
     from .utils.fileio import check_can_create_dir
 
@@ -296,6 +323,9 @@ def _run_leaderboard(args: argparse.Namespace) -> int:
     for folder in (args.out, args.html):
         if folder:
             check_can_create_dir(folder)
+    bad = count_unreadable_lines(args.records)
+    if bad and not read_records(args.records):  # an empty board from a damaged file would look like a result
+        raise UserError(f"no readable record in {Path(args.records) / RECORDS_FILE} ({bad} unreadable lines)")
     sweep = sweep_ref(args.sweep) if args.sweep else None
     for path in build_leaderboards(args.records, args.out, html_dir=args.html, sweep=sweep):
         print(path)
@@ -346,7 +376,7 @@ def _add_plot(p: argparse.ArgumentParser) -> None:
     g.add_argument("--title", action="append", default=None, help="panel title, one per --checkpoint")
     g.add_argument("--model-dir", default="models", help="RobustBench-layout model folder")
     g.add_argument("--trust-checkpoint", action="store_true", help="allow .pt checkpoints with pickled code")
-    g.add_argument("--n", type=int, default=300, help="first N MNIST test images")
+    g.add_argument("--n", type=_int("--n"), default=300, help="first N MNIST test images")
     g.add_argument("--eps", default="0.3", help="l_inf radius of the FGSM and invariance examples")
     g.add_argument("--inv-grid", default="full", choices=["full", "fast"], help="invariance transform grid")
     g.add_argument("--inv-cache", default="cache/invariance", help="invariance cache folder")
@@ -407,7 +437,7 @@ def _add_invariance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist", help="only mnist is supported")
     p.add_argument("--eps", default="0.3", help="l_inf radius in [0,1] pixel units")
     p.add_argument("--split", default="test", choices=["train", "test"], help="split of the source images")
-    p.add_argument("--n", default=100, type=int, help="first N images of the split")
+    p.add_argument("--n", default=100, type=_int("--n"), help="first N images of the split")
     p.add_argument("--grid", default="full", choices=["full", "fast"],
                    help="full: 775 transforms (about 10 images/s on one core); fast: 63 transforms")
     p.add_argument("--out", default="cache/invariance", help="cache folder")
@@ -415,18 +445,19 @@ def _add_invariance(p: argparse.ArgumentParser) -> None:
 
 
 def _run_invariance(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from .config import parse_dataset, parse_number
     from .invariance.cache import CacheKey, cache_path
     from .invariance.generated import generated_set
+    from .utils.fileio import check_output_paths
+    from .utils.progress import progress_bar
 
     if parse_dataset(args.dataset).value != "mnist":
         raise UserError("invariance examples exist for MNIST only")
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     eps = parse_number(args.eps, "--eps")
-    with tqdm(total=args.n, disable=not sys.stderr.isatty(), desc="invariance", unit="img") as bar:
+    check_output_paths(folders=[args.out])
+    with progress_bar(args.n, "invariance", True, unit="img") as bar:
         inv = generated_set(args.split, args.n, eps, args.grid, args.out, args.data_dir,
                             progress=lambda done, total: bar.update(done - bar.n))
     path = cache_path(args.out, CacheKey("mnist", float(eps), args.split, args.n, args.grid))
@@ -444,10 +475,14 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, parse_shard, pending_jobs, run_pending_job
+    from .sweep import load_sweep, parse_shard, pending_jobs, run_pending_job, shard_jobs
 
     sweep = load_sweep(args.file, check_device=not args.dry_run)
-    jobs = pending_jobs(sweep, parse_shard(args.shard), args.job)
+    shard = parse_shard(args.shard)
+    jobs = pending_jobs(sweep, shard, args.job)
+    done = len(shard_jobs(sweep, shard, args.job)) - len(jobs)
+    if done:
+        print(f"{done} jobs already done (records in {sweep.records})", flush=True)
     if args.dry_run:
         for job in jobs:
             print(job.describe())
@@ -456,7 +491,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     for k, job in enumerate(jobs, 1):
         print(f"[{k}/{len(jobs)}] {job.describe()}", flush=True)
         try:
-            record = run_pending_job(job, sweep, progress=sys.stderr.isatty())
+            record = run_pending_job(job, sweep, progress=True)
         except Interrupted:
             raise Interrupted(f"sweep interrupted in job {job.job_id}, its progress saved; run the same sweep "
                               "command again to continue") from None
@@ -469,13 +504,13 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_output", help="folder for the demo's records and leaderboards")
-    p.add_argument("--n-examples", type=int, default=500, help="MNIST test examples to evaluate")
+    p.add_argument("--n-examples", type=_int("--n-examples"), default=500, help="MNIST test examples to evaluate")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, n_examples=args.n_examples, progress=sys.stderr.isatty())
+    run_demo(args.out, n_examples=args.n_examples, progress=True)
     return 0
 
 

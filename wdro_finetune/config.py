@@ -114,14 +114,18 @@ def check_eps(eps: float, threat_model: ThreatModel, name: str = "eps") -> float
 
 
 def check_device(device: str) -> str:
-    """``cpu``, ``mps`` or ``cuda[:i]`` (CUDA only where it is available); UserError otherwise."""
-    if not re.fullmatch(r"cpu|mps|cuda(:[0-9]+)?", device):
-        raise UserError(f"unknown device {device!r}; use cpu or cuda[:i]")
+    """``cpu`` or ``cuda[:i]`` with an existing GPU i; UserError otherwise (``mps`` is not supported: the
+    attacks and the training were never checked on it)."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:[0-9]{1,3})?", device):
+        raise UserError(f"unsupported device {device!r}; use cpu or cuda[:i]")
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise UserError(f"device {device} requested but CUDA is not available; use --device cpu")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device {device} requested but only {torch.cuda.device_count()} GPU(s) exist")
     return device
 
 

@@ -6,8 +6,8 @@ the same records file under a lock.
 
 File format::
 
-    records: leaderboards/records      # where records go
-    runs: runs/sweep                   # fine-tuning outputs, one folder per job
+    records: records                   # where records go (paths relative to this file's folder)
+    runs: ../runs/sweep                # fine-tuning outputs, one folder per job
     models: [mnist-smallcnn]
     seeds: [0, 1, 2]
     common: {dataset: mnist, threat_model: Linf, data_dir: null}     # options shared by both steps
@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 _TOP_KEYS = {"records", "runs", "models", "seeds", "common", "evaluate", "methods", "name", "description"}
 _METHOD_KEYS = {"name", "finetune", "evaluate", "seeds", "models", "common"}
+OWNED_KEYS = ("records", "out", "job_id", "resume", "training")  # set by the sweep for every job
+OWNED_BY_FINETUNED_EVAL = ("checkpoint", "method")  # the evaluation of a fine-tuned job: its run's model and label
+PATH_OPTIONS = ("data_dir", "model_dir", "checkpoint", "inv_cache")  # resolved relative to the sweep file
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,13 @@ def load_sweep(path: str | Path, check_device: bool = True) -> Sweep:
     """Parse and validate a sweep file into its jobs (sorted by job id). ``check_device=False`` validates
     everything but the device's presence (a GPU sweep can be listed on a CPU machine)."""
     spec = _read(Path(path))
-    records, runs = Path(spec.get("records", "results")), Path(spec.get("runs", "runs/sweep"))
+    base = Path(path).parent
+    records, runs = (relative_to(base, spec.get(k, d)) for k, d in (("records", "results"), ("runs", "runs/sweep")))
     jobs = []
     for method in spec["methods"]:
         for model in method.get("models", spec["models"]):
             for seed in method.get("seeds", spec.get("seeds", [0])):
-                jobs.append(_job(spec, method, str(model), int(seed), runs))
+                jobs.append(_job(spec, method, str(model), int(seed), runs, base))
     ids = [j.job_id for j in jobs]
     if len(set(ids)) != len(ids):
         raise UserError(f"sweep file {path} lists the same job twice")
@@ -106,7 +111,19 @@ def _read(path: Path) -> dict:
             raise UserError(f"sweep file {path}: each method needs a 'name' and only {sorted(_METHOD_KEYS)}")
     for where, part in [("", spec)] + [(f"method {m['name']!r}: ", m) for m in spec["methods"]]:
         _check_types(path, where, part)
+        _check_owned_keys(path, where, part, fine_tuned=bool(part.get("finetune")) or not where and any(
+            m.get("finetune") for m in spec["methods"]))
     return spec
+
+
+def _check_owned_keys(path: Path, where: str, part: dict, fine_tuned: bool) -> None:
+    """Options the sweep sets itself are refused in job options (they would be ignored without a word)."""
+    for key in ("common", "evaluate", "finetune"):
+        owned = set(OWNED_KEYS) | (set(OWNED_BY_FINETUNED_EVAL) if key == "evaluate" and fine_tuned else set())
+        given = sorted(owned & {str(k).replace("-", "_") for k in (part.get(key) or {})})
+        if given:
+            raise UserError(f"sweep file {path}: {where}'{key}' sets {', '.join(given)}, which the sweep sets "
+                            f"itself (records: the top-level 'records'; out: 'runs'/<job id>); remove it")
 
 
 def _check_types(path: Path, where: str, part: dict) -> None:
@@ -141,7 +158,7 @@ def _check_job(job: Job, path: Path, check_device: bool = True) -> None:
         if not job.evaluate.get("dataset"):
             raise UserError("no dataset (set it in 'common' or 'evaluate')")
         check_known_keys(job.evaluate, option_names(), "evaluate options")
-        make_eval_config(job.evaluate)
+        make_eval_config(job.evaluate, shared_options=True)
         if job.finetune is not None:
             check_known_keys(job.finetune, set(FinetuneConfig.__dataclass_fields__), "finetune options")
             make_finetune_config(job.finetune)
@@ -149,18 +166,45 @@ def _check_job(job: Job, path: Path, check_device: bool = True) -> None:
         raise UserError(f"sweep file {path}, job {job.model} / {job.method} / seed {job.seed}: {exc}") from None
 
 
-def _job(spec: dict, method: dict, model: str, seed: int, runs: Path) -> Job:
+def relative_to(base: Path, path: str | Path) -> Path:
+    """``path`` as written in a sweep file in folder ``base``: relative paths are relative to that folder
+    (normalised, so ``leaderboards/../runs`` reads ``runs``); absolute paths stay as they are."""
+    path = Path(path)
+    return path if path.is_absolute() else Path(os.path.normpath(base / path))
+
+
+def _resolve_paths(options: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Path-valued job options relative to the sweep file's folder (after hashing: the job id keeps the path
+    as written, so moving a sweep file with its folder keeps its job ids)."""
+    return {k: str(relative_to(base, v)) if k in PATH_OPTIONS and isinstance(v, str) else v for k, v in options.items()}
+
+
+def _job(spec: dict, method: dict, model: str, seed: int, runs: Path, base: Path = Path(".")) -> Job:
     common = {**(spec.get("common") or {}), **(method.get("common") or {})}
     evaluate = {**common, **(spec.get("evaluate") or {}), **(method.get("evaluate") or {}), "model": model,
                 "seed": seed}
     finetune = None
     if method.get("finetune") is not None:
         finetune = {**common, **method["finetune"], "model": model, "seed": seed}
-    identity = {"model": model, "method": method["name"], "seed": seed, "finetune": finetune, "evaluate": evaluate}
+    identity = {"model": model, "method": method["name"], "seed": seed, "finetune": _identity_options(finetune),
+                "evaluate": evaluate}
     job_id = stable_hash(identity, 12)
     if finetune is not None:
-        finetune["out"] = str(runs / job_id)
-    return Job(job_id, model, method["name"], seed, finetune, evaluate)
+        finetune = dict(_resolve_paths(finetune, base), out=str(runs / job_id))
+    return Job(job_id, model, method["name"], seed, finetune, _resolve_paths(evaluate, base))
+
+
+def _identity_options(finetune: dict | None) -> dict | None:
+    """The fine-tune options as a job id hashes them: as written, except the W_2 budget cap, whose default
+    changed from uncapped to eps. ``w2_budget_cap: none`` (uncapped) hashes as the key's absence did before,
+    so sweeps written before keep their job ids once they spell the old default out; a W_2 job that leaves
+    the cap out (the new default) hashes with a marker, so it never shares an id with an old uncapped job."""
+    if finetune is None or finetune.get("threat") != "w2":
+        return finetune
+    cap = finetune.get("w2_budget_cap")
+    if isinstance(cap, str) and cap.strip().lower() == "none":
+        return {k: v for k, v in finetune.items() if k != "w2_budget_cap"}
+    return finetune if cap is not None else {**finetune, "w2_budget_cap": "default: max(eps, delta)"}
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -176,15 +220,19 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def pending_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1), job_ids: list[str] | None = None) -> list[Job]:
-    """This shard's jobs (of ``job_ids`` only, if given) that have no record yet."""
+def shard_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1), job_ids: list[str] | None = None) -> list[Job]:
+    """Every n-th job of the grid (``shard`` = (i, n), 1-based; of ``job_ids`` only, if given), done or not."""
     unknown = sorted(set(job_ids or ()) - {job.job_id for job in sweep.jobs})
     if unknown:
         raise UserError(f"no job {', '.join(unknown)} in the sweep (`sweep FILE --dry-run` lists the pending ones)")
     i, n = shard
+    return [job for k, job in enumerate(sweep.jobs) if k % n == i - 1 and (not job_ids or job.job_id in job_ids)]
+
+
+def pending_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1), job_ids: list[str] | None = None) -> list[Job]:
+    """This shard's jobs (of ``job_ids`` only, if given) that have no record yet."""
     done = _done_job_ids(sweep.records)
-    return [job for k, job in enumerate(sweep.jobs) if k % n == i - 1 and job.job_id not in done
-            and (not job_ids or job.job_id in job_ids)]
+    return [job for job in shard_jobs(sweep, shard, job_ids) if job.job_id not in done]
 
 
 def sweep_ref(path: str | Path):
@@ -221,4 +269,4 @@ def run_job(job: Job, records: Path, progress: bool = False) -> dict:
                        training=ft_cfg.to_json())
         if ft_cfg.source:
             options["source"] = ft_cfg.source
-    return evaluate(make_eval_config(options), progress=progress).record
+    return evaluate(make_eval_config(options, shared_options=True), progress=progress).record

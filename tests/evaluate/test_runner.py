@@ -175,6 +175,7 @@ def test_resume_recomputes_only_unfinished_chunks_and_gives_the_same_flags(
     full = evaluate(config_a, model=as_loaded(full_model))
     rid = full.record["record_id"]
     full_flags = load_per_example(tmp_path / "a", rid)["autoattack"]
+    full_tracker.calls.pop(0)  # the output check's probe forward, before any metric
     assert all(len(c) == 1 for c in full_tracker.calls), "each forward pass sees one chunk only"
     assert {c for s in full_tracker.calls for c in s} == {0, 1, 2, 3}
 
@@ -194,10 +195,11 @@ def test_resume_recomputes_only_unfinished_chunks_and_gives_the_same_flags(
     resumed = evaluate(mnist_config(tmp_path / "b", metrics=("autoattack",), batch_size=chunk, eps=eps, n_examples=n),
                        model=as_loaded(model))
     assert resumed.record["record_id"] == rid
+    tracker.calls.pop(0)  # the probe
     touched = {c for s in tracker.calls for c in s}
     assert touched == {1, 3}, f"only unfinished chunks are attacked, touched {touched}"
     expected_calls = sum(1 for s in full_tracker.calls if s <= {1, 3})
-    assert model.calls == expected_calls > 0
+    assert model.calls - 1 == expected_calls > 0
     assert model.calls < full_model.calls
     np.testing.assert_array_equal(load_per_example(tmp_path / "b", rid)["autoattack"], full_flags)
     assert resumed.record["metrics"] == full.record["metrics"]
@@ -215,7 +217,7 @@ def test_resume_with_every_chunk_done_runs_no_attack(tmp_path, trained_smallcnn,
     state.write_bytes(buffer.getvalue())
     model = counting_module(trained_smallcnn)
     second = evaluate(config, model=as_loaded(model)).record
-    assert model.calls == 0
+    assert model.calls == 1  # the output check's probe only: no attack
     assert second["metrics"] == first["metrics"]
 
 

@@ -160,14 +160,14 @@ def test_triplet_ia_generates_missing_positives_once_and_says_so(tmp_path, capfd
 
 
 def test_resume_accepts_a_run_saved_before_an_option_existed():
-    from wdro_finetune.train.loop import _check_same_run
+    from wdro_finetune.train.run_folder import check_same_run
 
     now = make_finetune_config(dict(TINY, out="x")).to_json()
     older = {k: v for k, v in now.items() if k != "triplet_distance"}  # saved by a version without the option
-    _check_same_run(older, now, Path("runs/x/checkpoints/step_1.pt"))
+    check_same_run(older, now, Path("runs/x"), 1)
     from wdro_finetune.errors import UserError
-    with pytest.raises(UserError, match="triplet_distance"):
-        _check_same_run(older, dict(now, triplet_distance="cosine"), Path("runs/x/checkpoints/step_1.pt"))
+    with pytest.raises(UserError, match="triplet_distance: 'abs-cosine' -> 'cosine'"):
+        check_same_run(older, dict(now, triplet_distance="cosine"), Path("runs/x"), 1)
 
 
 def test_resume_inside_an_eps_warm_up_equals_the_uninterrupted_run(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Dataset
+from ..config import NUM_CLASSES, Dataset
 from ..errors import UserError
 from ..utils.fileio import sha256_file
 
@@ -58,6 +58,7 @@ def load_split(dataset: Dataset, split: str = "test", n: int | None = None, *, d
     """The first ``n`` examples (all if None) of a split, offline when a file is found."""
     if split not in SPLITS or (dataset, split) not in _SPLIT_SIZE:
         raise UserError(f"{dataset.value} has no {split!r} split here; choose one of {', '.join(SPLITS)}")
+    check_data_dir(data_dir)
     total = split_size(dataset, split)
     if n is not None and not 1 <= n <= total:
         raise UserError(f"n_examples must be between 1 and {total} for the {dataset.value} {split} split, got {n}")
@@ -67,6 +68,13 @@ def load_split(dataset: Dataset, split: str = "test", n: int | None = None, *, d
     if not download:
         raise UserError(_missing_message(dataset, split, data_dir))
     return _load_torchvision(dataset, split, n, Path(data_dir or "data"))
+
+
+def check_data_dir(data_dir: str | Path | None) -> None:
+    """UserError when a given data folder exists but is not a folder (its files would silently be looked
+    for elsewhere). A missing one is where torchvision downloads to."""
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder")
 
 
 def search_dirs(data_dir: str | Path | None) -> list[Path]:
@@ -104,18 +112,38 @@ def _holds_at_least(path: Path, n: int) -> bool:
     try:
         with np.load(path) as data:
             return int(data["y"].shape[0]) >= n
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
+    except (OSError, KeyError, ValueError, EOFError, IndexError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
         raise UserError(f"data file {path} is unreadable or corrupt ({type(exc).__name__})") from None
 
 
 def _load_npz(path: Path, dataset: Dataset, split: str, n: int | None) -> DataSplit:
     try:
         with np.load(path) as data:
-            x, y = data["x"][:n], data["y"][:n]
+            x, y = data["x"], data["y"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"data file {path} is unreadable or corrupt ({type(exc).__name__})") from None
+    check_arrays(x, y, dataset, path)
+    x, y = x[:n], y[:n]
     return DataSplit(images_to_tensor(x), torch.as_tensor(y.astype(np.int64)), dataset, split, str(path),
                      sha256_file(path), lossy=path.name == CIFAR10_LOSSY)
+
+
+_IMAGE_SHAPES = {Dataset.MNIST: [(28, 28), (28, 28, 1)], Dataset.CIFAR10: [(32, 32, 3)],
+                 Dataset.CIFAR100: [(32, 32, 3)]}
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, dataset: Dataset, path: Path) -> None:
+    """UserError naming the file unless x is uint8 images of the data set's shape, y (N,) integer labels in
+    [0, classes) and both have N rows."""
+    shapes = _IMAGE_SHAPES.get(dataset)
+    if x.dtype != np.uint8 or (shapes and tuple(x.shape[1:]) not in shapes) or x.ndim not in (3, 4):
+        want = " or ".join(f"(N, {', '.join(map(str, s))})" for s in shapes) if shapes else "(N, H, W, C)"
+        raise UserError(f"data file {path}: 'x' is {x.dtype} {tuple(x.shape)}, expected uint8 {want}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"data file {path}: 'y' is {y.dtype} {tuple(y.shape)}, expected {x.shape[0]} integer labels")
+    classes = NUM_CLASSES[dataset]
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise UserError(f"data file {path}: labels in [{int(y.min())}, {int(y.max())}], outside [0, {classes})")
 
 
 def images_to_tensor(x: np.ndarray) -> torch.Tensor:

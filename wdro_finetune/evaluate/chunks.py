@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..utils.fileio import atomic_write_bytes
+from ..utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,18 @@ def run_chunked_arrays(n: int, chunk: int, compute: Callable[[int, int], dict[st
     arrays, done = _load_state(state_path, n, n_chunks, fields)
     if done.any():
         log.info("%s: resuming, %d of %d chunks already done", desc, int(done.sum()), n_chunks)
-    bar = tqdm(total=n, desc=desc, disable=not progress, unit="img", leave=False)
-    bar.update(int(done.sum()) and min(n, int(done.sum()) * chunk))
-    for i in range(n_chunks):
-        if done[i]:
-            continue
-        start, stop = i * chunk, min(n, (i + 1) * chunk)
-        for name, values in compute(start, stop).items():
-            arrays[name][start:stop] = values
-        done[i] = True
-        if state_path is not None:
-            _save_state(state_path, arrays, done)
-        bar.update(stop - start)
-    bar.close()
+    with progress_bar(n, desc, progress, unit="img", leave=False) as bar:
+        bar.update(int(done.sum()) and min(n, int(done.sum()) * chunk))
+        for i in range(n_chunks):
+            if done[i]:
+                continue
+            start, stop = i * chunk, min(n, (i + 1) * chunk)
+            for name, values in compute(start, stop).items():
+                arrays[name][start:stop] = values
+            done[i] = True
+            if state_path is not None:
+                _save_state(state_path, arrays, done)
+            bar.update(stop - start)
     return arrays
 
 

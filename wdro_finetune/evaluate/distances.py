@@ -46,6 +46,7 @@ class DistancesMetric(Metric):
 
     name = "distances"
     shardable = True
+    reads = ("delta", "threat_model")  # the budgets: wdro's --delta
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

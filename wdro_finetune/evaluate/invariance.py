@@ -19,6 +19,7 @@ import torch
 from ..attacks.pointwise import fgsm
 from ..config import Dataset, parse_number
 from ..errors import UserError
+from ..options import to_int
 from ..invariance.human_sets import list_human_sets, load_human_set
 from .clean import predict
 from .metric import METRICS, EvalContext, Metric, MetricOutput
@@ -34,7 +35,7 @@ class InvarianceMetric(Metric):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("invariance metric (MNIST)")
-        g.add_argument("--inv-n", default=None, type=int,
+        g.add_argument("--inv-n", default=None,
                        help="generated invariance examples from the first N test images (default 100; 0: none)")
         g.add_argument("--inv-eps", default=None, help="l_inf radius of the generated examples (default 0.3)")
         g.add_argument("--inv-grid", default=None, choices=["full", "fast"], help="transform grid (default full)")
@@ -42,12 +43,19 @@ class InvarianceMetric(Metric):
 
     @classmethod
     def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
-        n = int(values["inv_n"]) if values.get("inv_n") is not None else 100
+        n = to_int(values["inv_n"], "--inv-n") if values.get("inv_n") is not None else 100
         eps = parse_number(values.get("inv_eps") or 0.3, "--inv-eps")
         if n < 0 or n > 10000 or not 0 < eps <= 1:
             raise UserError(f"--inv-n must be in 0..10000 and --inv-eps in (0, 1], got {n}, {eps}")
-        return {"n": n, "eps": eps, "grid": values.get("inv_grid") or "full",
+        grid = values.get("inv_grid") or "full"
+        if grid not in ("full", "fast"):  # a config file bypasses argparse's choices
+            raise UserError(f"--inv-grid must be full or fast, got {grid!r}")
+        return {"n": n, "eps": eps, "grid": grid,
                 "cache": values.get("inv_cache") or "cache/invariance"}
+
+    @classmethod
+    def output_dirs(cls, options: dict[str, Any]) -> list[str]:
+        return [options["cache"]] if options["n"] else []
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         if ctx.dataset != Dataset.MNIST:

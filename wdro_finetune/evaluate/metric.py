@@ -64,6 +64,7 @@ class Metric:
 
     name: ClassVar[str]
     shardable: ClassVar[bool] = False
+    reads: ClassVar[tuple[str, ...]] = ()  # options it uses that another metric declares (e.g. ``delta``)
 
     def __init__(self, **options: Any):
         self.options = options
@@ -76,6 +77,11 @@ class Metric:
     def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
         """Validated options for this metric from the resolved command options (default: none)."""
         return {}
+
+    @classmethod
+    def output_dirs(cls, options: dict[str, Any]) -> list[str]:
+        """Folders this metric writes to (checked before the evaluation starts; default: none)."""
+        return []
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         raise NotImplementedError

@@ -6,6 +6,7 @@ this module.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -19,12 +20,14 @@ from ..config import (Dataset, ThreatModel, check_device, check_eps, default_eps
                       parse_threat_model, to_jsonable)
 from ..data.datasets import load_split, split_size
 from ..errors import UserError
-from ..models import LoadedModel, load_model
-from ..results.provenance import git_commit, known_run, package_versions, portable_path, utc_now
+from ..models import PLUGIN_FACTORY, RANDOM_INIT, LoadedModel, check_model_dir, load_model
+from ..models.outputs import check_split
+from ..options import convert_fields, option_label
 from ..results.best_known import best_known
-from ..results.records import append_record, read_records, save_per_example, stable_hash
+from ..results.provenance import git_commit, known_run, package_versions, portable_path, utc_now
+from ..results.records import append_record, read_records, records_output_paths, save_per_example, stable_hash
 from ..train.distributed import barrier, init_distributed
-from ..utils.fileio import check_can_create_dir, ensure_writable_dir
+from ..utils.fileio import check_output_paths, ensure_writable_dir
 from . import autoattack, clean, distances, invariance, wdro  # noqa: F401  (register the built-in metrics)
 from .metric import METRICS, EvalContext, MetricOutput
 from .sharding import shard_context
@@ -57,6 +60,7 @@ class EvalConfig:
     training: dict[str, Any] | None = None  # hyper-parameters of the fine-tuning that made the model
     trust_checkpoint: bool = False
     job_id: str | None = None  # the sweep job this evaluation belongs to
+    pretrained: bool = True  # False: the architecture with its initial weights (recorded as method random-init)
 
 
 @dataclass(frozen=True)
@@ -65,35 +69,41 @@ class EvalResult:
     values: dict[str, MetricValue]
 
 
-def make_eval_config(options: dict[str, Any]) -> EvalConfig:
-    """Validate resolved options (CLI + config file) into an :class:`EvalConfig`."""
+def make_eval_config(options: dict[str, Any], *, shared_options: bool = False) -> EvalConfig:
+    """Validate resolved options (CLI + config file) into an :class:`EvalConfig` (values converted by the one
+    strict rule of :mod:`wdro_finetune.options`). An option of a metric not in ``metrics`` is refused, except
+    with ``shared_options`` (a sweep's common evaluation options reach jobs that run other metrics)."""
+    options = convert_fields(EvalConfig, options)
     dataset = parse_dataset(options["dataset"])
     threat = parse_threat_model(options.get("threat_model") or "Linf")
     eps = options.get("eps")
     eps = check_eps(parse_number(eps, "eps"), threat) if eps is not None else default_eps(dataset, threat)
-    raw = options.get("metrics") or "clean,autoattack"
-    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")  # a config file may give a list
-    names = tuple(str(m).strip() for m in items if str(m).strip())
+    names = ("clean", "autoattack") if options.get("metrics") is None else options["metrics"]
     if not names:
         raise UserError(f"--metrics needs at least one of {', '.join(METRICS.names())}")
     metric_options = {name: METRICS.get(name).options_from(options) for name in names}
-    n = _int_option(options, "n_examples", 1000)
+    if not shared_options:
+        _check_unused_metric_options(options, names)
+    n = _given(options, "n_examples", 1000)
     total = split_size(dataset, "test")
     if not 1 <= n <= total:  # checked before any model is loaded or downloaded
         raise UserError(f"n_examples must be between 1 and {total} for the {dataset.value} test split, got {n}")
-    batch_size = _int_option(options, "batch_size", 250)
+    batch_size = _given(options, "batch_size", 250)
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
-    device = str(options.get("device") or "cpu")
-    check_device(device)
-    return EvalConfig(model=str(options["model"]), dataset=dataset, threat_model=threat, eps=eps, n_examples=n,
-                      metrics=names, metric_options=metric_options, source=options.get("source"),
-                      checkpoint=options.get("checkpoint"), model_dir=str(options.get("model_dir") or "models"),
-                      data_dir=options.get("data_dir"), allow_lossy_test=bool(options.get("allow_lossy_test")),
-                      batch_size=batch_size, device=device, seed=_int_option(options, "seed", 0),
-                      records=str(options.get("records") or "results"),
-                      method=str(options.get("method") or "pretrained"), training=options.get("training"),
-                      trust_checkpoint=bool(options.get("trust_checkpoint")), job_id=options.get("job_id"))
+    device = check_device(options.get("device") or "cpu")
+    pretrained = _given(options, "pretrained", True)
+    method = options.get("method") or ("pretrained" if pretrained or options.get("checkpoint") else RANDOM_INIT)
+    config = EvalConfig(model=options["model"], dataset=dataset, threat_model=threat, eps=eps, n_examples=n,
+                        metrics=names, metric_options=metric_options, source=options.get("source"),
+                        checkpoint=options.get("checkpoint"), model_dir=options.get("model_dir") or "models",
+                        data_dir=options.get("data_dir"), allow_lossy_test=_given(options, "allow_lossy_test", False),
+                        batch_size=batch_size, device=device, seed=_given(options, "seed", 0),
+                        records=options.get("records") or "results", method=method, training=options.get("training"),
+                        trust_checkpoint=_given(options, "trust_checkpoint", False), job_id=options.get("job_id"),
+                        pretrained=pretrained)
+    check_model_dir(config.model, config.source, dataset, threat, options.get("model_dir"), config.checkpoint)
+    return config
 
 
 def option_names() -> set[str]:
@@ -106,17 +116,26 @@ def option_names() -> set[str]:
     return set(EvalConfig.__dataclass_fields__) | {a.dest for a in parser._actions}
 
 
-def _int_option(options: dict[str, Any], name: str, default: int) -> int:
-    """An integer option (0 is a value, not "unset"); UserError for non-integers (e.g. from a config file)."""
+def _check_unused_metric_options(options: dict[str, Any], names: tuple[str, ...]) -> None:
+    """UserError for an option of a metric that ``--metrics`` does not include (it would be ignored)."""
+    import argparse
+
+    used = set()
+    for name in names:
+        parser = argparse.ArgumentParser(add_help=False)
+        METRICS.get(name).add_arguments(parser)
+        used |= {a.dest for a in parser._actions} | set(METRICS.get(name).reads)
+    unused = sorted(k for k in option_names() - set(EvalConfig.__dataclass_fields__) - used
+                    if options.get(k) is not None)
+    if unused:
+        raise UserError(f"{', '.join(option_label(k) for k in unused)}: option(s) of a metric that --metrics "
+                        f"({','.join(names)}) does not include")
+
+
+def _given(options: dict[str, Any], name: str, default: Any) -> Any:
+    """An option's (converted) value, ``default`` when unset (0 and False are values, not "unset")."""
     value = options.get(name)
-    if value is None:
-        return default
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        return int(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be an integer, got {value!r}") from None
+    return default if value is None else value
 
 
 def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: bool = False) -> EvalResult:
@@ -126,7 +145,7 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: 
     rank 0 writes; every rank returns the same result.
     """
     info = init_distributed(config.device)
-    check_can_create_dir(config.records)  # fail fast; create nothing until the model and data are loaded
+    check_output_paths(*output_paths(config))  # fail fast; create nothing until the model and data are loaded
     started, t0 = utc_now(), time.perf_counter()
     metrics = [METRICS.get(name)(**config.metric_options.get(name, {})) for name in config.metrics]
     # data first: a missing test split fails before a (possibly long) model download
@@ -134,7 +153,9 @@ def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: 
                       allow_lossy_test=config.allow_lossy_test)
     loaded = model or load_model(config.model, config.dataset, config.threat_model, source=config.source,
                                  checkpoint=config.checkpoint, model_dir=config.model_dir,
-                                 trust_checkpoint=config.trust_checkpoint)
+                                 pretrained=config.pretrained, trust_checkpoint=config.trust_checkpoint)
+    check_split(loaded.module.to(config.device).eval(), data, config.device, config.model)
+    config = _label_factory_weights(config, loaded)
     record = _record_head(config, loaded, data)
     records_dir = ensure_writable_dir(config.records)
     state_dir = records_dir / "partial" / record["record_id"]
@@ -165,6 +186,23 @@ def _add_best_known(values: dict[str, MetricValue], labels: dict[str, str]) -> N
         labels.update(best_labels)
 
 
+def output_paths(config: EvalConfig) -> tuple[list[Path], list[Path]]:
+    """(folders, files) an evaluation writes: the records' and every metric's (e.g. an invariance cache)."""
+    folders, files = records_output_paths(config.records)
+    for name in config.metrics:
+        folders += [Path(p) for p in METRICS.get(name).output_dirs(config.metric_options.get(name, {}))]
+    return folders, files
+
+
+def _label_factory_weights(config: EvalConfig, loaded: LoadedModel) -> EvalConfig:
+    """A plugin without weights is recorded as method ``plugin-factory``, never as ``pretrained``."""
+    if loaded.origin != "factory" or config.method != "pretrained":
+        return config
+    log.warning("plugin model %s has no --checkpoint: evaluating the weights its factory made, recorded as "
+                "method %s", config.model, PLUGIN_FACTORY)
+    return dataclasses.replace(config, method=PLUGIN_FACTORY)
+
+
 def _run_metric(metric, ctx: EvalContext, per_example: dict) -> MetricOutput:
     log.info("metric %s", metric.name)
     with torch.random.fork_rng(devices=[]):
@@ -187,8 +225,8 @@ def _record_head(config: EvalConfig, loaded: LoadedModel, data) -> dict:
     }
     return {
         "record_id": stable_hash(identity), **identity, "checkpoint": portable_path(loaded.weights_path),
-        "data_lossy": data.lossy, "training": run["training"] if run else config.training, "job_id": config.job_id,
-        **({"linked_run": run["linked_run"]} if run else {}),
+        "weights": loaded.origin, "data_lossy": data.lossy, "training": run["training"] if run else config.training,
+        "job_id": config.job_id, **({"linked_run": run["linked_run"]} if run else {}),
         "device": config.device, "batch_size": config.batch_size, "versions": package_versions(),
         "git_commit": git_commit(),
     }

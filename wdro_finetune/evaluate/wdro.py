@@ -18,13 +18,14 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..attacks.bounds import accuracy_ratio_bounds, clean_sensitivity
 from ..attacks.wasserstein import w_pgd
 from ..config import ThreatModel, parse_number_list, parse_threat_model
 from ..errors import UserError
+from ..options import to_int
 from ..utils.fileio import atomic_write_text
+from ..utils.progress import progress_bar
 from .metric import METRICS, EvalContext, Metric, MetricOutput
 from .values import MetricValue
 
@@ -56,7 +57,7 @@ class WdroMetric(Metric):
         g.add_argument("--wdro-loss", default=None, choices=LOSSES,
                        help="W-PGD attack loss (default redlr, which spends no budget on misclassified points); "
                             "the bounds always use CE")
-        g.add_argument("--wdro-steps", default=None, type=int, help="W-PGD steps T (default 50)")
+        g.add_argument("--wdro-steps", default=None, help="W-PGD steps T (default 50)")
         g.add_argument("--wdro-attack", default=None, choices=["pgd", "fgsm"], help="W-PGD (default) or W-FGSM")
 
     @classmethod
@@ -71,10 +72,7 @@ class WdroMetric(Metric):
         if deltas is not None and any(not 0 < d <= 1.0 for d in deltas):
             raise UserError(f"--delta values must lie in (0, 1], got {deltas}")
         steps = values.get("wdro_steps")
-        try:  # 0 is a value (an error below), not "unset"
-            steps = 50 if steps is None else int(steps)
-        except (TypeError, ValueError):
-            raise UserError(f"--wdro-steps must be an integer, got {steps!r}") from None
+        steps = 50 if steps is None else to_int(steps, "--wdro-steps")  # 0 is a value (an error below)
         if steps < 1:
             raise UserError(f"--wdro-steps must be >= 1, got {steps}")
         loss = values.get("wdro_loss") or "redlr"
@@ -113,10 +111,9 @@ class WdroMetric(Metric):
     def _one_budget(self, ctx: EvalContext, delta: float, label: str, prefix: str, common: dict, stats) -> dict:
         """Dataset-wide loss, distance and bounds (JSON) and this rank's correctness ``flags``."""
         opts = self.options
-        bar = tqdm(total=opts["steps"], desc=f"{prefix} delta={label}", disable=not ctx.progress, leave=False)
-        result = w_pgd(ctx.model, ctx.data.x, ctx.data.y, delta=delta, steps=opts["steps"], attack=opts["attack"],
-                       loss=opts["loss"], progress=lambda s, t: bar.update(1), **common)
-        bar.close()
+        with progress_bar(opts["steps"], f"{prefix} delta={label}", ctx.progress, unit="step", leave=False) as bar:
+            result = w_pgd(ctx.model, ctx.data.x, ctx.data.y, delta=delta, steps=opts["steps"],
+                           attack=opts["attack"], loss=opts["loss"], progress=lambda s, t: bar.update(1), **common)
         fgsm = w_pgd(ctx.model, ctx.data.x, ctx.data.y, delta=delta, steps=1, attack="fgsm", loss="ce", **common)
         bounds = accuracy_ratio_bounds(stats, delta, attacked_loss=fgsm.loss_per_iterate[-1],
                                        attacked_accuracy=result.accuracy)

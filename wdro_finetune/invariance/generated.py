@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Dataset
-from ..data.datasets import load_split, split_size
+from ..data.datasets import check_data_dir, find_offline_file, load_split, split_size
 from ..errors import UserError
 from .cache import CacheKey, load_or_generate
 from .construct import InvarianceSet, generate_invariance_examples
@@ -36,5 +36,8 @@ def generated_set(split: str, n: int, eps: float, grid: str = "full", cache_dir:
         return generate_invariance_examples(sources.x[idx, 0], sources.y[idx], train.x[:, 0], train.y, eps=eps,
                                             grid=grid, source_index=idx, progress=progress)
 
+    check_data_dir(data_dir)
+    for part in {"train", split}:  # a corrupt data file fails before the cache is touched
+        find_offline_file(Dataset.MNIST, part, 1, data_dir, False)
     key = CacheKey("mnist", float(eps), split, int(n), grid)
     return load_or_generate(cache_dir, key, generate, indices)

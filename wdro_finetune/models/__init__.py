@@ -29,6 +29,11 @@ SOURCES = ("robustbench", "builtin", "timm", "plugin")
 _IN_CHANNELS = {Dataset.MNIST: 1, Dataset.CIFAR10: 3, Dataset.CIFAR100: 3, Dataset.IMAGENET: 3}
 
 
+DEFAULT_MODEL_DIR = "models"
+RANDOM_INIT = "random-init"  # method label of an evaluation of initial (untrained) weights
+PLUGIN_FACTORY = "plugin-factory"  # method label of a plugin evaluated with the weights its factory made
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model ready for evaluation or training, with where its weights came from."""
@@ -38,6 +43,7 @@ class LoadedModel:
     source: str
     weights_path: str | None  # file the weights were read from (None: random init or hub)
     weights_sha256: str | None
+    origin: str | None = None  # checkpoint, model-dir, bundled, robustbench, timm-hub, factory or random-init
 
 
 def infer_source(name: str) -> str:
@@ -53,39 +59,65 @@ def infer_source(name: str) -> str:
     return "robustbench"
 
 
+def check_model_dir(name: str, source: str | None, dataset: Dataset, threat_model: ThreatModel,
+                    model_dir: str | Path | None, checkpoint: str | Path | None) -> None:
+    """UserError when a given ``model_dir`` other than the default ``models`` would silently not be used: for
+    builtin, timm and plugin models without ``checkpoint`` it must hold
+    ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` (else the bundled, hub or factory weights would be taken
+    instead). RobustBench downloads into it, so it may be new. The default is searched and skipped if empty."""
+    if model_dir in (None, DEFAULT_MODEL_DIR) or checkpoint or (source or infer_source(name)) == "robustbench":
+        return
+    layout_file = robustbench_zoo.checkpoint_path(model_dir, dataset, threat_model, name)
+    if not layout_file.is_file():
+        where = "does not exist" if not Path(model_dir).is_dir() else f"has no {layout_file}"
+        raise UserError(f"--model-dir {model_dir} {where}; fix the path or drop --model-dir to use the "
+                        f"model's own weights")
+
+
 def load_model(name: str, dataset: Dataset, threat_model: ThreatModel, *, source: str | None = None,
                checkpoint: str | Path | None = None, model_dir: str | Path = "models",
                pretrained: bool = True, trust_checkpoint: bool = False, init_seed: int = 0) -> LoadedModel:
     """Build model ``name`` for ``dataset`` in eval mode, with weights from (first that applies):
     ``checkpoint``; ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` (RobustBench layout);
-    the source's own pretrained weights (RobustBench download, bundled builtin weights, timm hub).
-    A builtin model without weights is initialised from ``init_seed``.
+    the source's own pretrained weights (RobustBench download, bundled builtin weights, timm hub; none with
+    ``pretrained=False``). A builtin model without weights is initialised from ``init_seed``. The result's
+    ``origin`` says which applied (``factory``: a plugin without weights, as its factory made it).
     """
     source = source or infer_source(name)
     if source not in SOURCES:
         raise UserError(unknown_name_message("model source", source, list(SOURCES)))
     layout_file = robustbench_zoo.checkpoint_path(model_dir, dataset, threat_model, name)
     if source == "robustbench":
-        return _load_robustbench(name, dataset, threat_model, checkpoint, model_dir, layout_file, trust_checkpoint)
+        return _load_robustbench(name, dataset, threat_model, checkpoint, model_dir, layout_file, trust_checkpoint,
+                                 pretrained)
     weights = Path(checkpoint) if checkpoint else (layout_file if layout_file.is_file() else None)
+    origin = "checkpoint" if checkpoint else "model-dir" if weights else None
     module = _build(name, source, dataset, pretrained=pretrained and weights is None, init_seed=init_seed)
     if weights is None and source == "builtin" and pretrained:
         weights = _bundled_weights(name)
+        origin = "bundled" if weights else RANDOM_INIT
     if weights is not None:
         state = read_state_dict(weights, trust=trust_checkpoint)
         load_state_into(_weights_target(module, source, state), state, weights)
+    if origin is None:
+        origin = {"timm": "timm-hub" if pretrained else RANDOM_INIT, "plugin": "factory"}.get(source, RANDOM_INIT)
     return LoadedModel(module.eval(), name, source, str(weights) if weights else None,
-                       sha256_file(weights) if weights else None)
+                       sha256_file(weights) if weights else None, origin)
 
 
-def _load_robustbench(name, dataset, threat_model, checkpoint, model_dir, layout_file, trust) -> LoadedModel:
+def _load_robustbench(name, dataset, threat_model, checkpoint, model_dir, layout_file, trust,
+                      pretrained=True) -> LoadedModel:
+    if checkpoint is None and not pretrained:
+        return LoadedModel(_zoo_architecture(name, dataset, threat_model).eval(), name, "robustbench", None, None,
+                           RANDOM_INIT)
     module = robustbench_zoo.load_zoo_model(name, dataset, threat_model, model_dir) if checkpoint is None \
         else _zoo_architecture(name, dataset, threat_model)
     weights = Path(checkpoint) if checkpoint else layout_file
     if checkpoint is not None:
         load_weights_into(module, weights, trust=trust)
     sha = sha256_file(weights) if weights.is_file() else None
-    return LoadedModel(module.eval(), name, "robustbench", str(weights) if sha else None, sha)
+    return LoadedModel(module.eval(), name, "robustbench", str(weights) if sha else None, sha,
+                       "checkpoint" if checkpoint else "robustbench")
 
 
 def _weights_target(module: nn.Module, source: str, state: dict[str, torch.Tensor]) -> nn.Module:

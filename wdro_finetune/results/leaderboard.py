@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..utils.fileio import atomic_write_bytes, folder_lock
+from ..utils.fileio import atomic_write_bytes, folder_lock, publish_file_set
 from .formatting import budget_value, format_cell
 from .rows import Row, build_rows, protocol_groups
 
@@ -32,7 +32,8 @@ def build_leaderboards(records_dir: str | Path, out_dir: str | Path, *, html_dir
     :func:`wdro_finetune.sweep.sweep_ref`).
 
     Rebuilds of one folder take turns (a lock on the folder from reading the records to the last write), so a
-    rebuild that read fewer records can never land after, and overwrite, one that read more."""
+    rebuild that read fewer records can never land after, and overwrite, one that read more. Each folder's set of
+    files is written as a whole (:func:`write_outputs`)."""
     build_rows(records_dir)  # corrupt records fail before the output folder is created
     with folder_lock(out_dir):
         boards = build_rows(records_dir)
@@ -51,8 +52,12 @@ def build_leaderboards(records_dir: str | Path, out_dir: str | Path, *, html_dir
 
 def write_outputs(out_dir: str | Path, files: dict[str, bytes]) -> list[Path]:
     """Every write of a leaderboard build goes through here: ``files`` maps paths relative to ``out_dir``
-    to their bytes."""
-    return [atomic_write_bytes(Path(out_dir) / name, data) for name, data in files.items()]
+    to their bytes; the set is staged and then renamed into place (``publish_file_set``), so an interrupted
+    build never leaves new and old files mixed."""
+    def write(stage: Path) -> list[Path]:
+        return [atomic_write_bytes(stage / name, data) for name, data in files.items()]
+
+    return publish_file_set(out_dir, write)
 
 
 def board_files(boards: dict[tuple[str, str], list[Row]], records_dir: str | Path) -> dict[str, bytes]:

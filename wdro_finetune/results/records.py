@@ -30,27 +30,56 @@ def append_record(records_dir: str | Path, record: dict) -> Path:
     """Append one record (a JSON object with a ``record_id``) to ``records.jsonl``."""
     path = Path(records_dir) / RECORDS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    append_line_locked(path, json.dumps(record, sort_keys=True, allow_nan=True))
+    if append_line_locked(path, json.dumps(record, sort_keys=True, allow_nan=True)):
+        log.warning("%s: its last line had no newline; the new record went on a line of its own", path)
     return path
 
 
+def records_output_paths(records_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """(folders, files) an evaluation writes under ``records_dir``: checked before the work starts."""
+    root = Path(records_dir)
+    return [root, root / "per_example", root / "partial"], [root / RECORDS_FILE, root / (RECORDS_FILE + ".lock")]
+
+
+_REPORTED: set[tuple[str, int, str]] = set()  # (file, line number, line digest): each bad line reported once
+
+
 def read_records(records_dir: str | Path) -> list[dict]:
-    """All complete records in file order; a malformed line (e.g. from a crash) is skipped with a warning."""
+    """All complete records in file order. A line that is not UTF-8, not JSON or not a record (a crash, a hand
+    edit) is skipped, with one warning line naming the file and line number (once per process)."""
     path = Path(records_dir) / RECORDS_FILE
     if not path.is_file():
         return []
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not raw.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(raw.decode("utf-8"))
+            problem = None if isinstance(record, dict) and "record_id" in record else "not a record"
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
         except json.JSONDecodeError:
-            log.warning("%s:%d is not valid JSON; skipped", path, number)
-            continue
-        if isinstance(record, dict) and "record_id" in record:
+            problem = "not valid JSON"
+        if problem is None:
             out.append(record)
+        else:
+            _report_bad_line(path, number, raw, problem)
     return out
+
+
+def _report_bad_line(path: Path, number: int, raw: bytes, problem: str) -> None:
+    key = (str(path.resolve()), number, hashlib.sha256(raw).hexdigest())
+    if key not in _REPORTED:
+        _REPORTED.add(key)
+        log.warning("%s:%d is %s; skipped", path, number, problem)
+
+
+def count_unreadable_lines(records_dir: str | Path) -> int:
+    """Non-blank lines of ``records.jsonl`` that :func:`read_records` skips."""
+    path = Path(records_dir) / RECORDS_FILE
+    lines = [r for r in path.read_bytes().split(b"\n") if r.strip()] if path.is_file() else []
+    return len(lines) - len(read_records(records_dir))
 
 
 def check_record(rec: dict, records_dir: str | Path) -> dict:

@@ -10,6 +10,8 @@ from typing import Any
 from ..config import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
                       parse_threat_model, to_jsonable)
 from ..errors import UserError
+from ..models import check_model_dir
+from ..options import convert_fields
 
 METHODS = ("trades", "mart", "udr", "pgd-at", "fgsm-at", "n-fgsm-at")
 THREATS = ("pointwise", "w2")
@@ -19,6 +21,8 @@ REWEIGHTS = ("none", "armor-kl", "armor-kl-learned", "armor-alpha")
 TRIPLETS = ("none", "sa", "ia", "sa+ia")
 MINERS = ("nearest", "semi-hard", "random")
 DISTANCES = ("abs-cosine", "cosine")  # 1 - |cos| (TLA) or the signed 1 - cos
+
+UNCAPPED = "none"  # --w2-budget-cap none: the uncapped W_2 budgets of the paper
 
 # Fields that may change between a run and its --resume (everything else must match).
 RESUMABLE_CHANGES = ("steps", "epochs", "out", "resume", "eval_after", "device", "checkpoint_every", "lr",
@@ -36,7 +40,8 @@ class FinetuneConfig:
     method: str = "trades"
     threat: str = "pointwise"
     delta: float | None = None  # W_2 radius; defaults to eps
-    w2_budget_cap: float | None = None  # per-sample cap on the W_2 budgets (None: only the [0, 1] box)
+    w2_budget_cap: float | None = None  # per-sample cap on the W_2 budgets; with --threat w2 it defaults to
+    # max(eps, delta); None (``--w2-budget-cap none``): uncapped, only the [0, 1] box (the paper's variant)
     w2_stop_flipped: bool = False  # budgets of images whose prediction already flipped stop growing
     beta: float = 6.0
     inner_steps: int = 10
@@ -105,7 +110,12 @@ _FIELDS = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
 
 
 def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
-    """Validated config from resolved options (config file overridden by command-line flags)."""
+    """Validated config from resolved options (config file overridden by command-line flags); with ``resume``
+    the options missing come from the run's ``run.json`` (``--resume --out DIR`` alone continues that run)."""
+    if options.get("resume") is True:
+        from .run_folder import with_saved_options
+
+        options = with_saved_options(options)
     for key in ("model", "dataset"):
         if not options.get(key):
             raise UserError(f"finetune needs --{key} (on the command line or in --config)")
@@ -119,15 +129,23 @@ def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
     values.update(dataset=dataset, threat_model=threat_model, eps=eps)
     values = _coerce(values)
     _check_choices(values)
+    uncapped = values.get("w2_budget_cap") == UNCAPPED
+    if uncapped:
+        if values.get("threat") != "w2":
+            raise UserError("--w2-budget-cap needs --threat w2")
+        del values["w2_budget_cap"]
     _check_ranges(values)
-    if values.get("threat") == "w2" and values.get("delta") is None:
-        values["delta"] = eps
+    if values.get("threat") == "w2":
+        values.setdefault("delta", eps)
+        if not uncapped and values.get("w2_budget_cap") is None:  # safe default: no image's budget above eps
+            values["w2_budget_cap"] = max(eps, values["delta"])
     if "ia" in str(values.get("triplet", "")).split("+") and (dataset, threat_model) != (Dataset.MNIST,
                                                                                         ThreatModel.LINF):
         raise UserError("--triplet ia / sa+ia needs --dataset mnist --threat-model Linf (invariance examples are "
                         "defined for MNIST l_inf)")
     config = FinetuneConfig(**values)
     check_device(config.device)
+    check_model_dir(config.model, config.source, dataset, threat_model, options.get("model_dir"), config.checkpoint)
     if config.eval_after:  # checked now, not after hours of training
         from ..evaluate.runner import make_eval_config  # (registers the metrics)
 
@@ -140,33 +158,21 @@ def eval_after_options(cfg: FinetuneConfig) -> dict[str, Any]:
     engine adds the fine-tuned model's identity (source, method, checkpoint, training)."""
     return {"model": cfg.model, "dataset": cfg.dataset.value, "threat_model": cfg.threat_model.value, "eps": cfg.eps,
             "n_examples": cfg.n_eval, "metrics": ",".join(cfg.eval_after), "device": cfg.device, "seed": cfg.seed,
-            "records": cfg.records, "data_dir": cfg.data_dir, "aa_version": cfg.aa_version}
+            "records": cfg.records, "data_dir": cfg.data_dir,
+            "aa_version": cfg.aa_version if "autoattack" in cfg.eval_after else None}
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    floats = ("delta", "w2_budget_cap", "beta", "lr", "momentum", "weight_decay", "grad_clip", "armor_eps",
-              "armor_kappa", "armor_alpha", "armor_t", "armor_lr", "armor_cost_weight", "armor_cost_q",
-              "triplet_margin", "triplet_weight_sa", "triplet_weight_ia", "triplet_norm_weight", "inner_step_size")
-    ints = ("inner_steps", "epochs", "steps", "warmup", "batch_size", "train_subset", "holdout", "seed",
-            "checkpoint_every", "n_eval", "triplet_pool", "eps_ramp")
+    """Typed values by the one strict rule of :mod:`wdro_finetune.options`; ``armor_cost_p`` may be ``inf`` and
+    ``w2_budget_cap`` ``none`` (uncapped)."""
     out = dict(values)
-    for key in floats:
-        if key in out:
-            out[key] = parse_number(out[key], "--" + key.replace("_", "-"))
-    for key in ints:
-        if key in out:
-            try:
-                out[key] = int(out[key])
-            except (TypeError, ValueError):
-                raise UserError(f"--{key.replace('_', '-')} must be an integer, got {out[key]!r}") from None
     if "armor_cost_p" in out:
         text = str(out["armor_cost_p"]).strip().lower()
-        out["armor_cost_p"] = math.inf if text == "inf" else parse_number(text, "--armor-cost-p")
-    if isinstance(out.get("eval_after"), str):
-        out["eval_after"] = tuple(m.strip() for m in out["eval_after"].split(",") if m.strip())
-    elif "eval_after" in out:
-        out["eval_after"] = tuple(out["eval_after"])
-    return out
+        out["armor_cost_p"] = math.inf if text == "inf" else parse_number(out["armor_cost_p"], "--armor-cost-p")
+    if isinstance(out.get("w2_budget_cap"), str) and out["w2_budget_cap"].strip().lower() == UNCAPPED:
+        out["w2_budget_cap"] = UNCAPPED
+    return convert_fields(FinetuneConfig, out, skip=("armor_cost_p",) + (
+        ("w2_budget_cap",) if out.get("w2_budget_cap") == UNCAPPED else ()))
 
 
 def _check_choices(values: dict[str, Any]) -> None:

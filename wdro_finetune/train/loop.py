@@ -3,7 +3,8 @@
 Every random choice of a step (batch order, augmentation, attack start, dropout) is seeded from
 (seed, step, rank), so a run resumed from a checkpoint produces exactly the weights of an
 uninterrupted run on the CPU. Outputs in ``<out>``: ``model.safetensors``, a RobustBench-layout copy
-``models/<dataset>/<threat_model>/<name>.pt``, ``run.json``, ``log.jsonl`` and ``checkpoints/``.
+``models/<dataset>/<threat_model>/<name>.pt``, ``run.json`` (status running, interrupted, diverged, evaluating or
+finished), ``config.yaml`` (the resolved options, reusable with ``--config``), ``log.jsonl`` and ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -20,21 +21,22 @@ from typing import Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..attacks.pointwise import pgd
-from ..config import to_jsonable
 from ..errors import Interrupted, UserError
 from ..evaluate.clean import predict
 from ..methods.factory import build_objective
 from ..models import LoadedModel, load_model
 from ..models.checkpoint import save_robustbench_layout, save_safetensors
 from ..results.provenance import git_commit, package_versions, utc_now
-from ..utils.fileio import (append_line_locked, atomic_write_text, check_can_create_dir, ensure_writable_dir,
-                             sha256_file)
+from ..models.outputs import check_split
+from ..utils.progress import progress_bar
+from ..utils.fileio import (append_line_locked, atomic_write_text, check_output_paths, ensure_writable_dir,
+                             exclusive_dir, sha256_file)
 from .checkpoints import checkpoint_dir, discard_checkpoint, load_latest_checkpoint, save_checkpoint
-from .config import RESUMABLE_CHANGES, FinetuneConfig, eval_after_options, make_finetune_config
+from .config import FinetuneConfig, eval_after_options, make_finetune_config
 from .data import TrainStream, augments, load_train_data, step_seed
+from .run_folder import CONFIG_FILE, check_same_run, config_yaml, is_finished, output_paths, read_run
 from .distributed import DistInfo, barrier, init_distributed, mean_over_ranks, unwrap, wrap_model
 from .schedule import build_optimizer, build_scheduler
 
@@ -57,14 +59,28 @@ class FinetuneResult:
     steps: int
     model_path: Path
     records: list[dict]
+    already_finished: bool = False  # --resume of a run that had finished: nothing was done
 
 
 def finetune(cfg: FinetuneConfig, *, progress: bool = False) -> FinetuneResult:
-    """Fine-tune ``cfg.model`` as configured; resume from ``<out>/checkpoints`` if ``cfg.resume``."""
+    """Fine-tune ``cfg.model`` as configured; resume from ``<out>/checkpoints`` if ``cfg.resume`` (a finished run
+    of the same length: nothing to do, nothing rewritten). The run folder is locked while the run lasts: a
+    second run with the same ``out`` is refused at once."""
     dist_info = init_distributed(cfg.device)
     out = Path(cfg.out)
-    if dist_info.is_main:
-        check_can_create_dir(out)  # fail before any download; create nothing until the inputs are all loaded
+    if not dist_info.is_main:
+        return _finetune(cfg, out, dist_info, progress)
+    check_output_paths(*output_paths(cfg))  # fail before any download; create nothing until the inputs are loaded
+    run = read_run(out)
+    if cfg.resume and is_finished(cfg, run):
+        check_same_run(run["config"], cfg.to_json(), out, int(run["step"]))
+        log.info("the run in %s already finished at step %d; nothing to do", out, run["step"])
+        return FinetuneResult(out, run["label"], run["step"], out / "model.safetensors", [], already_finished=True)
+    with exclusive_dir(out):
+        return _finetune(cfg, out, dist_info, progress)
+
+
+def _finetune(cfg: FinetuneConfig, out: Path, dist_info: DistInfo, progress: bool) -> FinetuneResult:
     saved = _resume_state(cfg, out)
     torch.manual_seed(cfg.seed)
     base = load_model(cfg.model, cfg.dataset, cfg.threat_model, source=cfg.source, checkpoint=cfg.checkpoint,
@@ -74,6 +90,7 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = False) -> FinetuneResult:
     if saved is None:
         apply_init(module, cfg.init, cfg.seed)
     train, holdout = load_train_data(cfg.dataset, cfg.train_subset, cfg.holdout, cfg.data_dir)
+    check_split(module, train, "cpu", cfg.model)  # before any step: NaN weights, wrong class count
     stream = TrainStream(train.x, train.y, cfg.batch_size, cfg.seed, augments(cfg.dataset), dist_info.rank,
                          dist_info.world)
     total = cfg.steps if cfg.steps is not None else cfg.epochs * stream.steps_per_epoch
@@ -93,8 +110,14 @@ def finetune(cfg: FinetuneConfig, *, progress: bool = False) -> FinetuneResult:
     run = _Run(cfg, out, dist_info, model, objective, optimizer, scheduler, stream, holdout, total, base, progress)
     if dist_info.is_main:
         ensure_writable_dir(out)
+        atomic_write_text(out / CONFIG_FILE, config_yaml(cfg))
         run.write_run_json("running", start)
-    run.train(start)
+    try:
+        run.train(start)
+    except (KeyboardInterrupt, Interrupted, TrainingDiverged) as exc:
+        if dist_info.is_main:
+            run.write_run_json("diverged" if isinstance(exc, TrainingDiverged) else "interrupted", run.step)
+        raise
     return run.finish()
 
 
@@ -155,18 +178,9 @@ def _resume_state(cfg: FinetuneConfig, out: Path) -> dict | None:
     if found is None:
         raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
     state, path = found
-    _check_same_run(state["config"], cfg.to_json(), path)
+    check_same_run(state["config"], cfg.to_json(), out, int(state["step"]))
     log.info("resuming from %s (step %d)", path, state["step"])
     return state
-
-
-def _check_same_run(saved: dict, now: dict, path: Path) -> None:
-    """An option the saved run does not name (added to the tool since) counts as its default value."""
-    defaults = FinetuneConfig.__dataclass_fields__
-    diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES
-                  and saved.get(k, to_jsonable(defaults[k].default) if k in defaults else None) != now.get(k))
-    if diff:
-        raise UserError(f"--resume: options {', '.join(diff)} differ from the run in {path.parent.parent}")
 
 
 def _restore(saved: dict, module, objective, optimizer, scheduler, cfg: FinetuneConfig) -> int:
@@ -197,9 +211,8 @@ class _Run:
     # ------------------------------------------------------------------ loop
     def train(self, start: int) -> None:
         self.step = start
-        bar = tqdm(total=self.total, initial=start, desc=self.objective.label, disable=not self.progress,
-                   unit="step", dynamic_ncols=True)
-        with self._sigint_finishes_step():
+        with self._sigint_finishes_step(), progress_bar(self.total, self.objective.label, self.progress,
+                                                        initial=start, unit="step", dynamic_ncols=True) as bar:
             while self.step < self.total:
                 stats = self._one_step()
                 self.step += 1
@@ -212,10 +225,8 @@ class _Run:
                     self._checkpoint()
                 if self.interrupt_requested:
                     self._checkpoint()
-                    bar.close()
                     raise TrainingInterrupted(f"interrupted at step {self.step}; checkpoint written to "
                                               f"{self.out / 'checkpoints'}; continue with --resume")
-        bar.close()
 
     def _one_step(self) -> dict[str, float]:
         t = time.perf_counter()
@@ -341,11 +352,12 @@ class _Run:
             layout = save_robustbench_layout(module, self.out / "models", self.cfg.dataset.value,
                                              self.cfg.threat_model.value, self.cfg.model)
             wall = time.perf_counter() - self.t0
-            self.write_run_json("finished", self.step, {"finished_at": utc_now(), "wall_seconds": round(wall, 3),
-                                                         "model_sha256": sha256_file(model_path),
-                                                         "robustbench_sha256": sha256_file(layout)})
-            if self.cfg.eval_after:
+            done = {"finished_at": utc_now(), "wall_seconds": round(wall, 3), "model_sha256": sha256_file(model_path),
+                    "robustbench_sha256": sha256_file(layout)}
+            if self.cfg.eval_after:  # "finished" only once the evaluation is in: a killed one is resumed
+                self.write_run_json("evaluating", self.step, done)
                 records = self._evaluate(module, model_path)
+            self.write_run_json("finished", self.step, done)
         barrier(self.dist)
         return FinetuneResult(self.out, self.objective.label, self.step, model_path, records)
 

@@ -1,0 +1,113 @@
+"""The one strict conversion of option values, whatever they come from: command-line flags (strings),
+``--config`` YAML / TOML files and sweep files (typed values).
+
+Rules, the same everywhere (a value that breaks one is refused with one line naming the option):
+
+- bool: only a real boolean: a flag on the command line, ``true`` / ``false`` unquoted in YAML / TOML. A string
+  such as ``"true"`` or ``"no"`` is refused, never guessed.
+- int: an integer, or a string of decimal digits with an optional sign; never a float (``3.0`` and ``3.5`` are
+  refused) or a bool. Integers lie in [-(2**31 - 1), 2**31 - 1]; seeds in [0, 2**32 - 1].
+- float: a number, or a string such as ``0.03`` or ``8/255``; finite; never a bool.
+- str: a string; numbers or lists where a name or path is expected are refused.
+- tuple of names: a comma-separated string or a list of strings.
+
+:func:`convert_fields` applies them to every field of a config dataclass by its type annotation, so a field
+added later is converted strictly without further code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from functools import lru_cache
+from typing import Any
+
+from .config import parse_number
+from .errors import UserError
+
+INT_LIMIT = 2**31 - 1
+SEED_LIMIT = 2**32 - 1
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def option_label(key: str) -> str:
+    """``n_examples`` -> ``--n-examples`` (how messages name an option from any source)."""
+    return "--" + key.replace("_", "-")
+
+
+def to_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise UserError(f"{name} must be true or false (a flag, or an unquoted YAML / TOML boolean), got {value!r}")
+
+
+def to_int(value: Any, name: str, lo: int = -INT_LIMIT, hi: int = INT_LIMIT) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = value
+    elif isinstance(value, str) and _INT_TEXT.fullmatch(value) and len(value.strip()) <= 40:
+        out = int(value)
+    else:
+        raise UserError(f"{name} must be an integer, got {value!r}")
+    if not lo <= out <= hi:
+        raise UserError(f"{name} must lie in [{lo}, {hi}], got {_short(out)}")
+    return out
+
+
+def to_str(value: Any, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise UserError(f"{name} must be a string, got {_short(value)}")
+
+
+def to_names(value: Any, name: str) -> tuple[str, ...]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``("a", "b")`` (blank items dropped)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise UserError(f"{name} must be a comma-separated string or a list of names, got {_short(value)}")
+    return tuple(v.strip() for v in items if v.strip())
+
+
+def convert_fields(cls: type, values: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``values`` with every non-None field of dataclass ``cls`` converted by its annotation (rules above);
+    other keys and fields of other types (enums, mappings) are passed through unchanged."""
+    kinds = _field_kinds(cls)
+    out = dict(values)
+    for key, value in values.items():
+        kind = kinds.get(key)
+        if value is None or kind is None or key in skip:
+            continue
+        name = option_label(key)
+        if kind is bool:
+            out[key] = to_bool(value, name)
+        elif kind is int:
+            out[key] = to_int(value, name, *((0, SEED_LIMIT) if key == "seed" else ()))
+        elif kind is float:
+            if isinstance(value, bool):
+                raise UserError(f"{name} must be a number, got {value!r}")
+            out[key] = parse_number(value, name)
+        elif kind is str:
+            out[key] = to_str(value, name)
+        elif kind is tuple:
+            out[key] = to_names(value, name)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _field_kinds(cls: type) -> dict[str, type]:
+    """{field: bool | int | float | str | tuple} for the fields with one of those types (``X | None`` too)."""
+    hints = typing.get_type_hints(cls)
+    kinds = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = [hint] if typing.get_origin(hint) is tuple else \
+            [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        base = typing.get_origin(args[0]) or args[0]
+        if len(args) == 1 and base in (bool, int, float, str, tuple):
+            kinds[f.name] = base
+    return kinds
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
