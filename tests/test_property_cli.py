@@ -36,6 +36,7 @@ BASE = {
                  "clean", "--records", "records"],
     "finetune": FT + ["--out", "new"],
     "leaderboard": ["leaderboard", "--records", "records", "--out", "boards"],
+    "export": ["export", "robustbench", "--records", "records", "--record", "nope", "--out", "exp"],
     "invariance": ["invariance", "generate", "--n", "2", "--grid", "fast", "--out", "inv"],
     "sweep": ["sweep", "sweep_ok.yaml", "--dry-run"],
     "plot": ["plot", "robustness-curve", "--records", "records", "--dataset", "mnist", "--out", "p.png"],
@@ -48,7 +49,9 @@ BAD = {
                  "--pretrained": [], "--method": [], "--aa-version": ["quick"], "--aa-attacks": ["pgd", "apgd-ce"],
                  "--inv-n": INT + ["-1"], "--inv-eps": NUM + ["2"], "--inv-grid": ["huge"], "--inv-cache": ["afile"],
                  "--wdro-p": ["3"], "--delta": ["0", "x", ",", "0.1"], "--wdro-loss": ["kl"],
-                 "--wdro-steps": INT + ["0"], "--wdro-attack": ["cw"]},
+                 "--wdro-steps": INT + ["0"], "--wdro-attack": ["cw"],
+                 "--dist-norm": ["L3"], "--dist-attacks": ["deepfool", "refine"], "--dist-eps": NUM + ["-1"],
+                 "--dist-steps": INT + ["0"]},
     "finetune": {**MODEL_ARGS, "--method": ["bogus"], "--threat": ["w3"], "--delta": NUM + ["0", "5"],
                  "--w2-budget-cap": NUM + ["0.01"], "--w2-stop-flipped": [], "--beta": NUM + ["-1"],
                  "--inner-steps": INT + ["0"], "--inner-step-size": NUM + ["0"], "--eps-ramp": INT + ["-1"],
@@ -64,11 +67,15 @@ BAD = {
                  "--holdout": INT + ["-1"], "--amp": [], "--channels-last": [], "--out": OUT_DIR + ["run"],
                  "--checkpoint-every": INT + ["0"], "--resume": [], "--eval-after": ["clean,robustnes"],
                  "--n-eval": INT, "--aa-version": [], "--records": []},  # the last two: read with --eval-after
-    "leaderboard": {"--records": ["afile", "nope", "corrupt_records"], "--out": OUT_DIR},
+    "leaderboard": {"--records": ["afile", "nope", "corrupt_records"], "--out": OUT_DIR, "--html": OUT_DIR,
+                    "--sweep": ["nope.yaml", "malformed.yaml"]},
+    "export": {"format": ["onnx"], "--record": ["nope"], "--records": ["afile", "nope", "corrupt_records"],
+               "--out": OUT_DIR, "--checkpoint": ["nope.pt"], "--name": [], "--paper-name": [], "--link": [],
+               "--authors": [], "--venue": [], "--additional-data": []},
     "invariance": {"action": ["make"], "--dataset": ["svhn", "cifar10"], "--eps": NUM + ["2"], "--split": ["val"],
                    "--n": INT + ["0"], "--grid": ["huge"], "--out": OUT_DIR, "--data-dir": ["afile", "bad_data"]},
     "sweep": {"file": ["nope.yaml", "afile", "malformed.yaml", "sweep_typo.yaml"],
-              "--shard": ["x", "0/2", "3/2", "1/0"], "--dry-run": []},
+              "--shard": ["x", "0/2", "3/2", "1/0"], "--dry-run": [], "--job": ["nosuchjob"]},
     "plot": {"kind": ["bar-chart"], "--dataset": ["svhn"], "--out": ["afile/p.png", "empty_dir", "p.docx"],
              "--records": ["afile", "corrupt_records"], "--threat-model": ["L3"], "--source": ["hub"],
              "--inv-grid": ["huge"], "--n": INT,  # the other embeddings options are read with `plot embeddings`
@@ -76,7 +83,7 @@ BAD = {
              "--eps": [], "--inv-cache": [], "--data-dir": []},
     "demo": {"--out": OUT_DIR, "--n-examples": INT + ["0", "20000"]},
 }
-POSITIONAL = {("invariance", "action"): 1, ("sweep", "file"): 1, ("plot", "kind"): 1}
+POSITIONAL = {("invariance", "action"): 1, ("sweep", "file"): 1, ("plot", "kind"): 1, ("export", "format"): 1}
 CASES = [(cmd, opt, value) for cmd, table in BAD.items() for opt, values in table.items() for value in values]
 SETTINGS = settings(max_examples=int(os.environ.get("WDRO_PROPERTY_EXAMPLES", "40")), deadline=None,
                     database=None, derandomize=not os.environ.get("WDRO_PROPERTY_RANDOM"),
