@@ -47,18 +47,20 @@ def _brute_force_flips(rho: list[float], delta: float, cap: float | None) -> tup
     """Over all subsets given their rho wholly (each rho <= cap, sum rho^2 <= N delta^2): the largest size, and
     the least cost of a subset of that size."""
     budget, limit = len(rho) * delta**2 * (1 + 1e-12), math.inf if cap is None else cap
-    feasible = [(len(s), sum(r * r for r in s)) for k in range(len(rho) + 1)
-                for s in itertools.combinations(rho, k) if all(r <= limit for r in s) and sum(r * r for r in s) <= budget]
+    subsets = (s for k in range(len(rho) + 1) for s in itertools.combinations(rho, k))
+    feasible = [(len(s), sum(r * r for r in s)) for s in subsets
+                if all(r <= limit for r in s) and sum(r * r for r in s) <= budget]
     size = max(k for k, _ in feasible)
     return size, min(c for k, c in feasible if k == size)
 
 
 @settings(max_examples=40, deadline=None)
 @given(rho=st.lists(st.one_of(st.floats(0.01, 1.0), st.just(math.inf)), min_size=1, max_size=7),
-       delta=st.floats(0.01, 0.8), cap_factor=st.one_of(st.none(), st.floats(1.0, 3.0)))
-def test_the_allocation_flips_as_many_images_as_brute_force(rho, delta, cap_factor):
+       delta=st.floats(0.01, 0.8), cap_factor=st.one_of(st.none(), st.floats(1.0, 3.0)), seed=st.integers(0, 99))
+def test_the_allocation_flips_as_many_images_as_brute_force(rho, delta, cap_factor, seed):
     cap = None if cap_factor is None else delta * cap_factor
-    radii = knapsack_radii(torch.tensor(rho, dtype=torch.float64), delta, cap).tolist()
+    priority = torch.rand(len(rho), generator=torch.Generator().manual_seed(seed)) if seed % 2 else None
+    radii = knapsack_radii(torch.tensor(rho, dtype=torch.float64), delta, cap, priority).tolist()
     limit = math.inf if cap is None else cap
     served = [r for r, given in zip(rho, radii) if r <= limit and given >= r * (1 - 1e-12)]
     size, cost = _brute_force_flips(rho, delta, cap)
@@ -73,6 +75,12 @@ def test_allocation_by_hand():
     # with cap 0.15 everyone is served at min(rho, cap); the spare budget lifts the first to the cap too
     capped = knapsack_radii(torch.tensor([0.1, 0.3, 0.2, math.inf]), math.sqrt(0.025), cap=0.15)
     torch.testing.assert_close(capped, torch.full((4,), 0.15, dtype=torch.float64))
+    # past the cap (rho 0.3, inf > cap 0.2) the budget goes by priority (the probe's objective), flips unchanged
+    rho = torch.tensor([0.1, 0.3, 0.2, math.inf], dtype=torch.float64)
+    by_priority = knapsack_radii(rho, 0.15, cap=0.2, priority=torch.tensor([0.0, 1.0, 0.0, 2.0]))
+    torch.testing.assert_close(by_priority, torch.tensor([0.1, 0.0, 0.2, 0.2], dtype=torch.float64))
+    by_rho = knapsack_radii(rho, 0.15, cap=0.2)
+    torch.testing.assert_close(by_rho, torch.tensor([0.1, 0.2, 0.2, 0.0], dtype=torch.float64))
     # zero required radius (misclassified) costs nothing and gets nothing
     assert knapsack_radii(torch.tensor([0.0, 0.5]), 0.1).tolist() == [0.0, pytest.approx(math.sqrt(0.02))]
 

@@ -26,11 +26,12 @@ nearest misclassified point while (1/N) sum d_i^2 <= delta^2, the last one fract
    images than the benchmark's), or tau_i where the probe already flipped it closer (verified). In order of
    rho ascending each image gets min(rho_i, cap, sqrt(remaining budget)) until N delta^2 is spent: the
    images given rho_i wholly are the knapsack's flips (as many as the budget allows); the next one gets the
-   remainder; past the point where rho exceeds the cap, images get the cap (the pointwise threat) in the
-   same order until the budget is spent. Why the remainder goes to the nearest images rather than spread
-   thin: below the boundary J_i(r) ~ c (r / d_i)^2, so budget r^2 buys c / d_i^2 of J, most for the nearest
-   image; the same order serves flips and J. The images left get radius 0 (clean CE only, as in the worst
-   case, which does not move them). If every image is served, all radii grow together to RMS delta.
+   remainder. Why the remainder goes to the nearest image rather than spread thin: below the boundary
+   J_i(r) ~ c (r / d_i)^2, so budget r^2 buys c / d_i^2 of J, most for the nearest image; the same order
+   serves flips and J. Images with rho_i > cap cannot flip inside the cap: once the flips are paid, the budget
+   left goes to them at the cap (the pointwise threat) in order of J measured at the probe, highest first
+   (the flips cannot change any more, so J decides). The images left get radius 0 (clean CE only, as in the
+   worst case, which does not move them). If every image is served, all radii grow together to RMS delta.
 3. Inside these radii the pointwise attack maximises J: K - 1 ascent steps of 2.5 r_i / (K - 1) (sign for
    l_inf, normalised for l_2) from the probe projected into its ball, keeping per sample the iterate with
    the largest J_i (a per-sample choice is feasible: every iterate lies in its own ball).
@@ -123,7 +124,7 @@ def w_pgd_knapsack_details(model: nn.Module, x: torch.Tensor, objective: Objecti
             estimate = _secant_distance(m0, _margin(logits, labels).double(), tau)
             required = torch.where(estimate <= tau, torch.minimum(margin_factor * estimate, tau),
                                    margin_factor * estimate)
-            radii = global_knapsack_radii(required, delta, budget_cap)
+            radii = global_knapsack_radii(required, delta, budget_cap, priority=values)
             best.offer(x_probe, values, tau <= radii * (1 + 1e-6))
             x_adv = project_to_ball(x_probe, x0, radii, norm).clamp(0.0, 1.0)
         else:
@@ -132,21 +133,29 @@ def w_pgd_knapsack_details(model: nn.Module, x: torch.Tensor, objective: Objecti
     return KnapsackAttack(best.x, radii, estimate, first, required, best.values)
 
 
-def knapsack_radii(required: torch.Tensor, delta: float, cap: float | None = None) -> torch.Tensor:
+def knapsack_radii(required: torch.Tensor, delta: float, cap: float | None = None,
+                   priority: torch.Tensor | None = None) -> torch.Tensor:
     """Radii (N,) float64 for the required radii ``rho`` (N,) of ONE whole batch (gather ranks first).
 
-    In order of rho ascending (stable), each image gets min(rho_i, cap, sqrt(what remains of the budget
-    N delta^2)) until the budget is spent; the rest get 0. The images given rho_i <= cap wholly are the
-    knapsack's flips: the most images whose rho fit. If every image is served, the radii are scaled up
-    together to RMS delta under the cap. rho = inf: served by the cap or the remainder only.
+    Order: the images with rho_i <= cap by rho ascending, then the others by ``priority`` descending (e.g.
+    the objective measured at the probe; default: rho ascending). In that order each image gets
+    min(rho_i, cap, sqrt(what remains of the budget N delta^2)) until the budget is spent; the rest get 0.
+    The images given rho_i <= cap wholly are the knapsack's flips: the most images whose rho fit. If every
+    image is served, the radii are scaled up together to RMS delta under the cap.
     """
     rho = required.double()
     n = rho.numel()
     radii = torch.zeros_like(rho)
     if n == 0 or delta == 0:
         return radii
+    limit = math.inf if cap is None else cap
+    flippable = rho <= limit
     order = torch.argsort(rho, stable=True)
-    wanted = rho[order].clamp(max=math.inf if cap is None else cap)
+    tail = order[~flippable[order]]
+    if priority is not None:
+        tail = tail[torch.argsort(-priority.double()[tail], stable=True)]
+    order = torch.cat([order[flippable[order]], tail])
+    wanted = rho[order].clamp(max=limit)
     cost = torch.cumsum(wanted.square(), 0)
     budget = n * delta * delta
     whole = int((cost <= budget * (1 + 1e-12)).sum())  # cost is non-decreasing: a prefix
@@ -158,10 +167,13 @@ def knapsack_radii(required: torch.Tensor, delta: float, cap: float | None = Non
     return radii
 
 
-def global_knapsack_radii(required: torch.Tensor, delta: float, cap: float | None = None) -> torch.Tensor:
-    """:func:`knapsack_radii` over the global batch (rho gathered from every rank); returns this rank's rows."""
+def global_knapsack_radii(required: torch.Tensor, delta: float, cap: float | None = None,
+                          priority: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`knapsack_radii` over the global batch (rho, priority gathered from every rank); this rank's rows."""
     everything, offset = all_gather_cat(required.double())
-    return knapsack_radii(everything, delta, cap)[offset:offset + required.numel()].to(required.device)
+    if priority is not None:
+        priority = all_gather_cat(priority.double())[0]
+    return knapsack_radii(everything, delta, cap, priority)[offset:offset + required.numel()].to(required.device)
 
 
 # ----------------------------------------------------------------------------- internals
