@@ -18,9 +18,10 @@ nearest misclassified point while (1/N) sum d_i^2 <= delta^2, the last one fract
    travelled distance tau_i = ||x^p_i - x_i||_r and the secant along the probe line
    dtil_i = tau_i m_i / (m_i - m^p_i) (+inf if the margin did not fall), which sees the [0, 1] clip and the
    curvature along the line: an interpolation where the probe flipped (then d_i <= tau_i is verified), an
-   extrapolation elsewhere. Measured against verified minimal distances (benchmarks/RESULTS.md) dhat is
-   biased either way (median ratio 0.74 on a plain CNN, 1.03 on the bundled CIFAR-10 model, 2.3 on the
-   bundled MNIST one), dtil much less.
+   extrapolation elsewhere. Against verified minimal distances (benchmarks/RESULTS.md, median ratios) dhat
+   is biased either way: 0.74 on a plain CNN, 1.02 on the bundled CIFAR-10 model, 2.5 on the bundled MNIST
+   one; dtil gives 1.07, 1.09 and 1.7 (3.9 where the cap stops the MNIST probe short of every boundary:
+   those images cannot flip inside the cap anyway).
 2. A batch image cannot be split (no fractional mass) and the inner attack must land beyond the boundary:
    image i asks for  rho_i = factor * dtil_i  (``margin_factor``, default 1.25, screened on other training
    images than the benchmark's), or tau_i where the probe already flipped it closer (verified). In order of
