@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo import run_in_two_processes
 from hypothesis import given, settings, strategies as st
 from torch import nn
 
@@ -20,7 +17,7 @@ from wdro_finetune.attacks.losses import cross_entropy, kl_divergence
 from wdro_finetune.attacks.pointwise import per_sample_norm
 from wdro_finetune.attacks.wasserstein import dataset_distance, w_pgd_budget
 
-TOLERANCE = 1 + 1e-6
+TOLERANCE = 1 + 1e-5  # float32 images: x0 + r rounds by an ulp of x0 (as in test_wasserstein.py)
 distances = st.one_of(st.floats(0.0, 2.0), st.just(math.inf))
 
 
@@ -106,7 +103,7 @@ def test_the_attack_stays_in_its_radii_the_w2_ball_and_the_box(seed, n, delta, n
     assert dataset_distance(out.x_adv, x, norm=norm) <= delta * TOLERANCE
     assert _rms(out.radii) <= delta * TOLERANCE
     if cap is not None:
-        assert norms.max() <= cap * TOLERANCE
+        assert norms.max() <= cap * TOLERANCE + 1e-7
     assert out.x_adv.min() >= 0.0 and out.x_adv.max() <= 1.0
 
 
@@ -171,23 +168,10 @@ def _shard(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     return {"x_adv": out.x_adv, "radii": out.radii}
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str, model: nn.Module, x: torch.Tensor,
-            y: torch.Tensor) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        rows = slice([0, 50, 128][rank], [0, 50, 128][rank + 1])  # unequal shards
-        torch.save(_shard(model, x[rows], y[rows]), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_two_gloo_processes_allocate_the_global_batch_like_one_process(trained_model, mnist_test):
     x, y = mnist_test[0][:128], mnist_test[1][:128]
     single = _shard(trained_model, x, y)
-    with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(2, str(Path(tmp) / "init"), tmp, trained_model, x, y), nprocs=2)
-        shards = [torch.load(Path(tmp) / f"rank{rank}.pt") for rank in range(2)]
+    shards = run_in_two_processes(_shard, trained_model, x, y, split=50)  # unequal shards
     torch.testing.assert_close(torch.cat([s["radii"] for s in shards]), single["radii"], rtol=1e-5, atol=1e-7)
     assert torch.allclose(torch.cat([s["x_adv"] for s in shards]), single["x_adv"], atol=1e-4)
     assert (single["radii"] > 0).sum() < 128  # the allocation is uneven, so it needed the whole batch

@@ -38,6 +38,14 @@ class _ScalesEps:
                        step_size=None if self.step_size is None else self.step_size * factor)
 
 
+class _ScalesDelta:
+    """``scaled(factor)``: a copy with ``delta`` and the per-image ``budget_cap`` times factor (the warm-up)."""
+
+    def scaled(self, factor: float):
+        return replace(self, delta=self.delta * factor,
+                       budget_cap=None if self.budget_cap is None else self.budget_cap * factor)
+
+
 @dataclass(frozen=True)
 class PointwiseMaximizer(_ScalesEps):
     """K-step PGD in the eps-ball; ``start`` 'normal' (TRADES: x + 0.001 N(0,1)) or 'uniform'."""
@@ -74,7 +82,7 @@ class NoiseFgsmMaximizer(_ScalesEps):
 
 
 @dataclass(frozen=True)
-class WassersteinMaximizer:
+class WassersteinMaximizer(_ScalesDelta):
     """W-PGD-budget (training) over the W_2 ball of radius ``delta`` (same pixel units as eps)."""
 
     delta: float
@@ -92,14 +100,9 @@ class WassersteinMaximizer:
                             step_size_dir=self.step_size_dir, momentum=self.momentum,
                             budget_cap=self.budget_cap, stop_flipped=self.stop_flipped, generator=generator)
 
-    def scaled(self, factor: float) -> "WassersteinMaximizer":
-        """The same attack with radius (and per-image cap) times ``factor``."""
-        return replace(self, delta=self.delta * factor,
-                       budget_cap=None if self.budget_cap is None else self.budget_cap * factor)
-
 
 @dataclass(frozen=True)
-class KnapsackMaximizer:
+class KnapsackMaximizer(_ScalesDelta):
     """W-PGD-knapsack (training) over the W_2 ball of radius ``delta``: radii by the knapsack rule on estimated
     distances to the boundary (margins to ``labels``), then K-step PGD inside them."""
 
@@ -114,11 +117,6 @@ class KnapsackMaximizer:
                  generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         return w_pgd_knapsack(model, x, objective, delta=self.delta, norm=self.norm, steps=self.steps,
                               budget_cap=self.budget_cap, labels=labels, margin_factor=self.margin_factor)
-
-    def scaled(self, factor: float) -> "KnapsackMaximizer":
-        """The same attack with radius (and per-image cap) times ``factor``."""
-        return replace(self, delta=self.delta * factor,
-                       budget_cap=None if self.budget_cap is None else self.budget_cap * factor)
 
 
 @dataclass(frozen=True)
