@@ -118,11 +118,8 @@ def w_pgd_knapsack_details(model: nn.Module, x: torch.Tensor, objective: Objecti
         estimate, grad = first, None
         if probe and steps >= 2:
             t_max = _PROBE_REACH * global_max(float(radii.max()) if radii.numel() else 0.0, device=x0.device)
-            t_max = min(t_max, math.inf if budget_cap is None else budget_cap)
-            x_probe = (x0 + per_sample_view(required.clamp(max=t_max).to(x0.dtype), x0) * direction).clamp(0, 1)
-            grad, values, logits = input_gradient(model, x_probe, objective)
-            tau = per_sample_norm(x_probe - x0, norm).double()
-            estimate = _secant_distance(m0, _margin(logits, labels).double(), tau)
+            t = required.clamp(max=min(t_max, math.inf if budget_cap is None else budget_cap))
+            x_probe, tau, estimate, grad, values = _probe(model, x0, direction, t, m0, labels, objective, norm)
             required = torch.where(estimate <= tau, torch.minimum(margin_factor * estimate, tau),
                                    margin_factor * estimate)
             radii = global_knapsack_radii(required, delta, budget_cap, priority=values)
@@ -206,6 +203,16 @@ def _first_order_distance(margin: torch.Tensor, grad: torch.Tensor, norm: str) -
     """dhat = m / ||g||_s (N,) float64; inf where the gradient vanishes and m > 0."""
     dual = per_sample_norm(grad, _DUAL[norm]).double()
     return torch.where(dual > 0, margin / dual.clamp_min(1e-300), torch.where(margin > 0, math.inf, 0.0))
+
+
+def _probe(model: nn.Module, x0: torch.Tensor, direction: torch.Tensor, t: torch.Tensor, m0: torch.Tensor,
+           labels: torch.Tensor, objective: Objective, norm: str) -> tuple[torch.Tensor, ...]:
+    """Pass 2 (one forward + backward): x^p = clip(x0 + t u), the travelled tau (N,), the secant estimate dtil (N,),
+    and the objective's gradient (N, C, H, W) and values (N,) at x^p."""
+    x_probe = (x0 + per_sample_view(t.to(x0.dtype), x0) * direction).clamp(0.0, 1.0)
+    grad, values, logits = input_gradient(model, x_probe, objective)
+    tau = per_sample_norm(x_probe - x0, norm).double()
+    return x_probe, tau, _secant_distance(m0, _margin(logits, labels).double(), tau), grad, values
 
 
 def _secant_distance(m0: torch.Tensor, m_probe: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:

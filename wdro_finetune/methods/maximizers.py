@@ -104,7 +104,8 @@ class WassersteinMaximizer(_ScalesDelta):
 @dataclass(frozen=True)
 class KnapsackMaximizer(_ScalesDelta):
     """W-PGD-knapsack (training) over the W_2 ball of radius ``delta``: radii by the knapsack rule on estimated
-    distances to the boundary (margins to ``labels``), then K-step PGD inside them."""
+    distances to the boundary (margins to ``labels``), then K-step PGD inside them. Deterministic: no random
+    start, so ``generator`` is unused."""
 
     delta: float
     norm: str = "Linf"
