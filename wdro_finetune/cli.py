@@ -205,7 +205,8 @@ def _summary_line(record: dict) -> str:
 # ---------------------------------------------------------------- finetune
 
 def _add_finetune(p: argparse.ArgumentParser) -> None:
-    from .train.config import DISTANCES, METHODS, MINERS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS, TRIPLETS
+    from .train.config import (DISTANCES, METHODS, MINERS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS, TRIPLETS,
+                               W2_INNERS)
 
     _add_model_args(p)
     g = p.add_argument_group("method")
@@ -218,6 +219,9 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--w2-stop-flipped", default=None, action=argparse.BooleanOptionalAction,
                    help="with --threat w2: an image's budget stops growing once its prediction has flipped "
                         "(budget goes to images not yet flipped; default: off)")
+    g.add_argument("--w2-inner", default=None, choices=W2_INNERS,
+                   help="with --threat w2: the inner maximiser, budget (W-PGD-budget, default) or knapsack "
+                        "(radii from estimated distances to the boundary, allocated like the exact W_2 worst case)")
     g.add_argument("--beta", default=None, help="TRADES weight of the KL term (default 6)")
     g.add_argument("--inner-steps", default=None, help="attack steps of the inner maximisation (default 10)")
     g.add_argument("--inner-step-size", default=None,

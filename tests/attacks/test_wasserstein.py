@@ -4,13 +4,10 @@ dataset-wide coupling (batch size, 2 gloo processes) and strength on a trained M
 from __future__ import annotations
 
 import math
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo import run_in_two_processes
 from hypothesis import given, settings, strategies as st
 from torch import nn
 
@@ -240,23 +237,10 @@ def run_shard(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
             "distance": result.distance, "max_loss": result.max_loss, "n": result.n, "budget": budget}
 
 
-def distributed_worker(rank: int, world_size: int, init_file: str, out_dir: str, model: nn.Module,
-                       x: torch.Tensor, y: torch.Tensor) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    try:
-        rows = slice(rank * x.shape[0] // world_size, (rank + 1) * x.shape[0] // world_size)
-        torch.save(run_shard(model, x[rows], y[rows]), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_two_gloo_processes_give_the_single_process_result(trained_model, mnist_test):
     x, y = mnist_test[0][:128], mnist_test[1][:128]
     single = run_shard(trained_model, x, y)
-    with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(distributed_worker, args=(2, str(Path(tmp) / "init"), tmp, trained_model, x, y), nprocs=2)
-        shards = [torch.load(Path(tmp) / f"rank{rank}.pt") for rank in range(2)]
+    shards = run_in_two_processes(run_shard, trained_model, x, y, split=64)
     assert all(shard["n"] == 128 for shard in shards)
     for shard in shards:
         assert shard["accuracies"] == pytest.approx(single["accuracies"], abs=1.5 / 128)

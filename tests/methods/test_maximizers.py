@@ -8,7 +8,8 @@ from torch import nn
 
 from wdro_finetune.errors import UserError
 from wdro_finetune.methods.factory import build_objective
-from wdro_finetune.methods.maximizers import NoiseFgsmMaximizer, PointwiseMaximizer, RadiusRamp, WassersteinMaximizer
+from wdro_finetune.methods.maximizers import (KnapsackMaximizer, NoiseFgsmMaximizer, PointwiseMaximizer, RadiusRamp,
+                                             WassersteinMaximizer)
 from wdro_finetune.train.config import make_finetune_config
 
 BASE = dict(model="mnist-smallcnn", dataset="mnist", eps=0.3, steps=10)
@@ -92,3 +93,50 @@ def test_n_fgsm_steps_from_wide_noise_without_projection():
 def test_n_fgsm_is_a_method():
     obj = build_objective(make_finetune_config(dict(BASE, method="n-fgsm-at")))
     assert isinstance(obj.base.maximizer, NoiseFgsmMaximizer) and obj.label == "n-fgsm-at"
+
+
+# ---------------------------------------------------------------- --w2-inner knapsack
+
+W2K = dict(BASE, threat="w2", w2_inner="knapsack", delta=0.1, inner_steps=3)
+
+
+def test_factory_builds_the_knapsack_maximizer_with_delta_cap_and_ramp():
+    maximizer = build_objective(make_finetune_config(dict(W2K, w2_budget_cap=0.3))).base.maximizer
+    assert isinstance(maximizer, KnapsackMaximizer)
+    assert (maximizer.delta, maximizer.budget_cap, maximizer.steps, maximizer.norm) == (0.1, 0.3, 3, "Linf")
+    assert maximizer.scaled(0.5) == KnapsackMaximizer(delta=0.05, budget_cap=0.15, steps=3)
+    ramped = build_objective(make_finetune_config(dict(W2K, eps_ramp=4))).base.maximizer
+    assert isinstance(ramped, RadiusRamp) and isinstance(ramped.inner, KnapsackMaximizer)
+    default = build_objective(make_finetune_config(dict(BASE, threat="w2"))).base.maximizer
+    assert isinstance(default, WassersteinMaximizer)  # W-PGD-budget stays the default
+
+
+def test_knapsack_composes_with_armor_and_the_triplet_term_and_gets_the_labels():
+    from wdro_finetune.attacks._mode import eval_mode
+    from wdro_finetune.attacks.knapsack_inner import w_pgd_knapsack
+    from wdro_finetune.attacks.losses import kl_divergence
+    from wdro_finetune.models.builtin import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN().train()
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    objective = build_objective(make_finetune_config(dict(W2K, reweight="armor-kl", triplet="sa")))
+    assert objective.label == "wdro-knapsack-trades+armor-kl+triplet-sa"
+    result = objective(model, x, y, torch.Generator().manual_seed(0))
+    result.loss.backward()
+    assert torch.isfinite(result.loss) and result.stats["triplet_sa"] >= 0
+    with torch.no_grad(), eval_mode(model):
+        target = model(x)
+    direct = w_pgd_knapsack(model, x, lambda z: kl_divergence(target, z), delta=0.1, steps=3, labels=y)
+    assert torch.equal(result.out.x_adv, direct)
+    assert model.training  # the attack restored the training mode
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(w2_inner="greedy"), "w2_inner"),
+    (dict(w2_inner="knapsack"), "--threat w2"),
+    (dict(threat="w2", w2_inner="knapsack", w2_stop_flipped=True), "--w2-stop-flipped"),
+])
+def test_bad_w2_inner_values_are_user_errors(options, match):
+    with pytest.raises(UserError, match=match):
+        make_finetune_config(dict(BASE, **options))

@@ -30,7 +30,8 @@ def _calls(**options) -> tuple[int, str, dict]:
 
 
 def test_triplet_sa_adds_no_forward_pass_and_a_positive_term():
-    for options in ({}, {"threat": "w2"}, {"reweight": "armor-kl"}, {"method": "mart"}, {"method": "pgd-at"}):
+    for options in ({}, {"threat": "w2"}, {"threat": "w2", "w2_inner": "knapsack"}, {"reweight": "armor-kl"},
+                    {"method": "mart"}, {"method": "pgd-at"}):
         base_calls, _, _ = _calls(**options)
         calls, label, stats = _calls(triplet="sa", **options)
         assert calls == base_calls, options

@@ -88,12 +88,17 @@ def test_resume_inside_an_epoch_equals_the_uninterrupted_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_with_more_steps_extends_a_constant_schedule_run_exactly(tmp_path):
-    longer = _run(tmp_path, "long", steps=6, threat="w2", checkpoint_every=3)
-    _run(tmp_path, "short", steps=4, threat="w2", checkpoint_every=3)
-    extended = _run(tmp_path, "short", steps=6, threat="w2", checkpoint_every=3, resume=True)
+@pytest.mark.parametrize("inner", ["budget", "knapsack"])
+def test_resume_with_more_steps_extends_a_constant_schedule_run_exactly(tmp_path, inner):
+    w2 = dict(threat="w2", w2_inner=inner, checkpoint_every=3)
+    longer = _run(tmp_path, "long", steps=6, **w2)
+    _run(tmp_path, "short", steps=4, **w2)
+    extended = _run(tmp_path, "short", steps=6, resume=True, **w2)
     a, b = _weights(longer), _weights(extended)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if inner == "knapsack":  # the maximiser changes training (so the equality above is not vacuous)
+        budget = _weights(_run(tmp_path, "budget", steps=6, threat="w2", checkpoint_every=3))
+        assert not all(torch.equal(a[k], budget[k]) for k in a)
 
 
 def test_outputs_run_json_log_and_robustbench_layout_copy(tmp_path):
@@ -122,16 +127,18 @@ def test_starting_over_an_existing_run_without_resume_is_refused(tmp_path):
         _run(tmp_path, "run", steps=3, beta=1.0, resume=True)
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("inner, port", [("budget", "29631"), ("knapsack", "29632")])
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, inner, port):
     common = ["--model", "mnist-smallcnn", "--dataset", "mnist", "--no-pretrained", "--steps", "3",
               "--batch-size", "16", "--train-subset", "128", "--holdout", "32", "--inner-steps", "2",
-              "--threat", "w2", "--schedule", "constant", "--seed", "5", "--checkpoint-every", "100"]
+              "--threat", "w2", "--w2-inner", inner, "--schedule", "constant", "--seed", "5",
+              "--checkpoint-every", "100"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     single = subprocess.run([sys.executable, "-m", "wdro_finetune.cli", "finetune", *common, "--out",
                              str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                            "--master-port", "29631", "-m", "wdro_finetune.cli", "finetune", *common, "--out",
+                            "--master-port", port, "-m", "wdro_finetune.cli", "finetune", *common, "--out",
                             str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
     assert multi.returncode == 0, multi.stderr[-2000:]
     a, b = _weights(tmp_path / "one" / "model.safetensors"), _weights(tmp_path / "two" / "model.safetensors")

@@ -33,3 +33,24 @@ def global_max(value: float, device: torch.device | str = "cpu") -> float:
     if is_distributed():
         dist.all_reduce(packed, op=dist.ReduceOp.MAX)
     return packed.item()
+
+
+def local_sums(*values: float, device: torch.device | str = "cpu") -> list[float]:
+    """The values themselves (the single-process ``global_sums``: for data every rank already holds)."""
+    return [float(v) for v in values]
+
+
+def all_gather_cat(values: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate a 1-D tensor over ranks in rank order (ranks may hold different lengths); returns the
+    whole tensor and this rank's offset in it. Unchanged (offset 0) without a process group."""
+    if not is_distributed():
+        return values, 0
+    sizes = [torch.zeros(1, dtype=torch.long, device=values.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([values.numel()], dtype=torch.long, device=values.device))
+    counts = [int(s.item()) for s in sizes]
+    padded = torch.zeros(max(counts), dtype=values.dtype, device=values.device)
+    padded[:values.numel()] = values
+    gathered = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    whole = torch.cat([g[:c] for g, c in zip(gathered, counts)])
+    return whole, sum(counts[:dist.get_rank()])

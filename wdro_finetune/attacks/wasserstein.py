@@ -327,14 +327,16 @@ def w_pgd_budget(model: nn.Module, x: torch.Tensor, objective: Objective, *, del
     return best.x
 
 
-def rescale_budgets(budgets: torch.Tensor, delta: float, cap: float | None = None) -> torch.Tensor:
+def rescale_budgets(budgets: torch.Tensor, delta: float, cap: float | None = None, *,
+                    sums: Callable[..., list[float]] = global_sums) -> torch.Tensor:
     """max(0, b) rescaled so that sqrt(mean b^2) = delta over all ranks (all delta if b <= 0).
 
     With ``cap`` (>= delta): min(cap, s * b) with the scale s >= 0 that makes the RMS exactly delta,
     found by fixed-point iteration on the capped set (it only grows, so at most N + 1 rounds).
+    ``sums``: how sums are taken (``_dist.local_sums`` for a vector every rank holds whole).
     """
     budgets = budgets.clamp_min(0.0)
-    square_sum, count = global_sums(budgets.double().square().sum().item(), budgets.numel(),
+    square_sum, count = sums(budgets.double().square().sum().item(), budgets.numel(),
                                     device=budgets.device)
     rms = math.sqrt(square_sum / max(count, 1.0))
     if rms == 0.0:
@@ -345,7 +347,7 @@ def rescale_budgets(budgets: torch.Tensor, delta: float, cap: float | None = Non
     target = count * delta * delta
     for _ in range(int(count) + 1):
         capped = budgets * scale >= cap
-        free_sum, n_capped = global_sums(budgets[~capped].double().square().sum().item(),
+        free_sum, n_capped = sums(budgets[~capped].double().square().sum().item(),
                                          capped.sum().item(), device=budgets.device)
         remaining = target - n_capped * cap * cap
         if free_sum == 0.0 or remaining <= 0.0:

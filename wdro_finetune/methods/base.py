@@ -15,9 +15,9 @@ from torch import nn
 from ..attacks._mode import eval_mode
 from ..attacks.losses import cross_entropy, kl_divergence
 from ..train.distributed import unwrap
-from .maximizers import PointwiseMaximizer, WassersteinMaximizer
+from .maximizers import KnapsackMaximizer, PointwiseMaximizer, WassersteinMaximizer
 
-Maximizer = PointwiseMaximizer | WassersteinMaximizer
+Maximizer = PointwiseMaximizer | WassersteinMaximizer | KnapsackMaximizer
 
 
 @dataclass
@@ -35,7 +35,7 @@ class LossOutput:
 
 class Trades:
     """TRADES (Zhang et al. 2019): L_i = CE(f(x_i), y_i) + beta * KL(f(x_i) || f(x'_i)), with x'
-    maximising the KL (pointwise PGD, or W-PGD-budget for W-DRO TRADES)."""
+    maximising the KL (pointwise PGD, or W-PGD-budget / W-PGD-knapsack for W-DRO TRADES)."""
 
     name = "trades"
 
@@ -47,7 +47,7 @@ class Trades:
         plain = unwrap(model)  # attacks never go through the DDP wrapper
         with torch.no_grad(), eval_mode(plain):
             target = plain(x)
-        x_adv = self.maximizer(plain, x, lambda logits: kl_divergence(target, logits), generator)
+        x_adv = self.maximizer(plain, x, lambda logits: kl_divergence(target, logits), generator, y)
         logits_clean, logits_adv = model(x), model(x_adv)
         ce = F.cross_entropy(logits_clean, y, reduction="none")
         kl = kl_divergence(logits_clean, logits_adv)
@@ -64,7 +64,7 @@ class AdversarialCE:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None = None) -> LossOutput:
-        x_adv = self.maximizer(unwrap(model), x, lambda logits: cross_entropy(logits, y), generator)
+        x_adv = self.maximizer(unwrap(model), x, lambda logits: cross_entropy(logits, y), generator, y)
         logits_clean, logits_adv = model(x), model(x_adv)
         ce_clean = F.cross_entropy(logits_clean, y, reduction="none")
         ce_adv = F.cross_entropy(logits_adv, y, reduction="none")
@@ -83,7 +83,7 @@ class Mart:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None = None) -> LossOutput:
-        x_adv = self.maximizer(unwrap(model), x, lambda logits: cross_entropy(logits, y), generator)
+        x_adv = self.maximizer(unwrap(model), x, lambda logits: cross_entropy(logits, y), generator, y)
         logits_clean, logits_adv = model(x), model(x_adv)
         bce, kl_weighted = mart_terms(logits_clean, logits_adv, y)
         ce = F.cross_entropy(logits_clean, y, reduction="none")

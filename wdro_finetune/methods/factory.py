@@ -8,7 +8,8 @@ from ..attacks.transport import TransportCost
 from ..errors import UserError
 from ..train.config import FinetuneConfig
 from .base import AdversarialCE, Mart, Trades, Udr
-from .maximizers import NoiseFgsmMaximizer, PointwiseMaximizer, RadiusRamp, SoftBallMaximizer, WassersteinMaximizer
+from .maximizers import (KnapsackMaximizer, NoiseFgsmMaximizer, PointwiseMaximizer, RadiusRamp, SoftBallMaximizer,
+                         WassersteinMaximizer)
 from .objective import TrainingObjective
 from .regularizers import TripletTerm
 from .reweight import make_aggregator
@@ -27,9 +28,11 @@ def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = No
     step_size = cfg.inner_step_size
     if cfg.threat == "w2":
         if step_size is not None:
-            raise UserError("--inner-step-size sets the pointwise attacks' step; W-PGD-budget has its own")
-        maximizer = WassersteinMaximizer(delta=cfg.radius, norm=norm, steps=steps,
-                                         budget_cap=cfg.w2_budget_cap, stop_flipped=cfg.w2_stop_flipped)
+            raise UserError("--inner-step-size sets the pointwise attacks' step; W_2 maximisers have their own")
+        maximizer = KnapsackMaximizer(delta=cfg.radius, norm=norm, steps=steps, budget_cap=cfg.w2_budget_cap) \
+            if cfg.w2_inner == "knapsack" else \
+            WassersteinMaximizer(delta=cfg.radius, norm=norm, steps=steps, budget_cap=cfg.w2_budget_cap,
+                                 stop_flipped=cfg.w2_stop_flipped)
     elif cfg.method == "fgsm-at":
         maximizer = PointwiseMaximizer(eps=cfg.eps, norm=norm, steps=1,
                                        step_size=1.25 * cfg.eps if step_size is None else step_size, start="uniform")
@@ -78,4 +81,4 @@ def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = No
         regularizer = TripletTerm(weight_sa, cfg.triplet_norm_weight, cfg.triplet_margin, cfg.triplet_miner,
                                   cfg.triplet_pool, signed=cfg.triplet_distance == "cosine", seed=cfg.seed,
                                   weight_ia=weight_ia, inv_positives=inv_positives if weight_ia else None)
-    return TrainingObjective(base, cfg.threat, aggregator, cfg.reweight, mix_t, regularizer, cost)
+    return TrainingObjective(base, cfg.threat, aggregator, cfg.reweight, mix_t, regularizer, cost, inner=cfg.w2_inner)

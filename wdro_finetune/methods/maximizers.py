@@ -3,12 +3,15 @@
 - :class:`PointwiseMaximizer`: PGD over the eps-ball of each sample (l_inf or l_2).
 - :class:`WassersteinMaximizer`: W-PGD-budget over a W_2 ball of radius delta around the batch:
   per-sample budgets b_i with sqrt(mean b_i^2) <= delta over the (global) batch.
+- :class:`KnapsackMaximizer`: W-PGD-knapsack over the same ball: per-sample radii from estimated distances
+  to the boundary, allocated like the exact W_2 worst case (``attacks/knapsack_inner.py``).
 - :class:`SoftBallMaximizer`: no hard ball; the attacker pays a transport cost w ||x' - x||_p^q.
 - :class:`NoiseFgsmMaximizer`: N-FGSM, one step from wide noise without projection (single-step training).
 - :class:`RadiusRamp`: wraps one of them; its radius grows linearly over the first training steps.
 
-Both: ``__call__(model, x, objective, generator) -> x_adv`` with x (N, C, H, W) in [0, 1],
-``objective(logits_adv) -> (N,)`` to maximise. The model runs in eval mode inside.
+All: ``__call__(model, x, objective, generator, labels) -> x_adv`` with x (N, C, H, W) in [0, 1],
+``objective(logits_adv) -> (N,)`` to maximise, ``labels`` (N,) the batch's labels (None: unknown; only the
+knapsack maximiser uses them). The model runs in eval mode inside.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..attacks.knapsack_inner import MARGIN_FACTOR, w_pgd_knapsack
 from ..attacks.pointwise import noise_fgsm_maximize, pgd_maximize
 from ..attacks.transport import TransportCost, soft_ball_maximize
 from ..attacks.wasserstein import w_pgd_budget
@@ -34,6 +38,14 @@ class _ScalesEps:
                        step_size=None if self.step_size is None else self.step_size * factor)
 
 
+class _ScalesDelta:
+    """``scaled(factor)``: a copy with ``delta`` and the per-image ``budget_cap`` times factor (the warm-up)."""
+
+    def scaled(self, factor: float):
+        return replace(self, delta=self.delta * factor,
+                       budget_cap=None if self.budget_cap is None else self.budget_cap * factor)
+
+
 @dataclass(frozen=True)
 class PointwiseMaximizer(_ScalesEps):
     """K-step PGD in the eps-ball; ``start`` 'normal' (TRADES: x + 0.001 N(0,1)) or 'uniform'."""
@@ -46,7 +58,7 @@ class PointwiseMaximizer(_ScalesEps):
     threat: str = "pointwise"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         step = self.step_size if self.step_size is not None else 2.5 * self.eps / max(1, self.steps)
         return pgd_maximize(model, x, objective, eps=self.eps, norm=self.norm, steps=self.steps, step_size=step,
                             start=self.start, generator=generator)
@@ -64,13 +76,13 @@ class NoiseFgsmMaximizer(_ScalesEps):
     threat: str = "pointwise"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         return noise_fgsm_maximize(model, x, objective, eps=self.eps, norm=self.norm, noise_scale=self.noise_scale,
                                    step_size=self.step_size, generator=generator)
 
 
 @dataclass(frozen=True)
-class WassersteinMaximizer:
+class WassersteinMaximizer(_ScalesDelta):
     """W-PGD-budget (training) over the W_2 ball of radius ``delta`` (same pixel units as eps)."""
 
     delta: float
@@ -83,15 +95,29 @@ class WassersteinMaximizer:
     threat: str = "w2"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         return w_pgd_budget(model, x, objective, delta=self.delta, norm=self.norm, steps=self.steps,
                             step_size_dir=self.step_size_dir, momentum=self.momentum,
                             budget_cap=self.budget_cap, stop_flipped=self.stop_flipped, generator=generator)
 
-    def scaled(self, factor: float) -> "WassersteinMaximizer":
-        """The same attack with radius (and per-image cap) times ``factor``."""
-        return replace(self, delta=self.delta * factor,
-                       budget_cap=None if self.budget_cap is None else self.budget_cap * factor)
+
+@dataclass(frozen=True)
+class KnapsackMaximizer(_ScalesDelta):
+    """W-PGD-knapsack (training) over the W_2 ball of radius ``delta``: radii by the knapsack rule on estimated
+    distances to the boundary (margins to ``labels``), then K-step PGD inside them. Deterministic: no random
+    start, so ``generator`` is unused."""
+
+    delta: float
+    norm: str = "Linf"
+    steps: int = 10
+    budget_cap: float | None = None
+    margin_factor: float = MARGIN_FACTOR
+    threat: str = "w2"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
+                 generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return w_pgd_knapsack(model, x, objective, delta=self.delta, norm=self.norm, steps=self.steps,
+                              budget_cap=self.budget_cap, labels=labels, margin_factor=self.margin_factor)
 
 
 @dataclass(frozen=True)
@@ -107,7 +133,7 @@ class SoftBallMaximizer(_ScalesEps):
     threat: str = "pointwise"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         step = self.step_size if self.step_size is not None else 2.5 * self.eps / max(1, self.steps)
         return soft_ball_maximize(model, x, objective, self.cost, norm=self.norm, steps=self.steps, step_size=step,
                                   generator=generator)
@@ -127,6 +153,6 @@ class RadiusRamp:
         self.factor = min(1.0, (step + 1) / self.ramp_steps)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, objective: Objective,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         attack = self.inner if self.factor == 1.0 else self.inner.scaled(self.factor)
-        return attack(model, x, objective, generator)
+        return attack(model, x, objective, generator, labels)

@@ -52,16 +52,18 @@ class TrainingObjective(nn.Module):
     """Composes the parts; an ``nn.Module`` so learned re-weighting scalars are in its state_dict."""
 
     def __init__(self, base: BaseLoss, threat: str, aggregator: Aggregator | None = None, reweight: str = "none",
-                 mix_t: float = 0.0, regularizer: Regularizer | None = None, cost: TransportCost | None = None):
+                 mix_t: float = 0.0, regularizer: Regularizer | None = None, cost: TransportCost | None = None,
+                 inner: str = "budget"):
         super().__init__()
         self.base, self.threat, self.mix_t, self.regularizer, self.cost = base, threat, mix_t, regularizer, cost
+        self.inner = inner  # the W_2 inner maximiser's name (budget: W-PGD-budget), for the label
         # an nn.Module base (UDR) becomes a submodule: its buffers are saved in checkpoints
         self.aggregator, self.reweight = aggregator or MeanAggregator(), reweight
 
     @property
     def label(self) -> str:
         return method_label(self.base.name, self.threat, self.reweight,
-                            self.regularizer.label if self.regularizer else None)
+                            self.regularizer.label if self.regularizer else None, self.inner)
 
     def set_step(self, step: int) -> None:
         """Tell step-dependent parts (an eps warm-up of the inner maximiser) the training step about to run."""
@@ -95,9 +97,11 @@ class TrainingObjective(nn.Module):
         return StepResult(loss, out, stats)
 
 
-def method_label(base: str, threat: str, reweight: str | None = None, regularizer: str | None = None) -> str:
-    """``[wdro-]<base>[+<reweight>][+<regularizer>]``, e.g. ``wdro-trades+armor-kl+triplet-sa``."""
-    label = ("wdro-" if threat == "w2" else "") + base
+def method_label(base: str, threat: str, reweight: str | None = None, regularizer: str | None = None,
+                 inner: str = "budget") -> str:
+    """``[wdro-[<inner>-]]<base>[+<reweight>][+<regularizer>]``, e.g. ``wdro-trades+armor-kl+triplet-sa``
+    (W-PGD-budget) or ``wdro-knapsack-trades`` (another W_2 inner maximiser)."""
+    label = ("wdro-" + ("" if inner == "budget" else inner + "-") if threat == "w2" else "") + base
     for part in (reweight, regularizer):
         if part and part != "none":
             label += "+" + part

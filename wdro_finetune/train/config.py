@@ -15,6 +15,7 @@ from ..options import convert_fields
 
 METHODS = ("trades", "mart", "udr", "pgd-at", "fgsm-at", "n-fgsm-at")
 THREATS = ("pointwise", "w2")
+W2_INNERS = ("budget", "knapsack")  # W-PGD-budget, W-PGD-knapsack (the inner maximiser of --threat w2)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 REWEIGHTS = ("none", "armor-kl", "armor-kl-learned", "armor-alpha")
@@ -43,6 +44,7 @@ class FinetuneConfig:
     w2_budget_cap: float | None = None  # per-sample cap on the W_2 budgets; with --threat w2 it defaults to
     # max(eps, delta); None (``--w2-budget-cap none``): uncapped, only the [0, 1] box (the paper's variant)
     w2_stop_flipped: bool = False  # budgets of images whose prediction already flipped stop growing
+    w2_inner: str = "budget"  # W_2 inner maximiser: budget (W-PGD-budget) or knapsack (W-PGD-knapsack)
     beta: float = 6.0
     inner_steps: int = 10
     inner_step_size: float | None = None  # pointwise attacks' step (None: 2.5 eps / K; FGSM 1.25 eps)
@@ -176,7 +178,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_choices(values: dict[str, Any]) -> None:
-    for key, choices in (("method", METHODS), ("threat", THREATS), ("optimizer", OPTIMIZERS),
+    for key, choices in (("method", METHODS), ("threat", THREATS), ("w2_inner", W2_INNERS), ("optimizer", OPTIMIZERS),
                          ("schedule", SCHEDULES), ("reweight", REWEIGHTS),
                          ("triplet", TRIPLETS), ("triplet_miner", MINERS),
                          ("triplet_distance", DISTANCES)):
@@ -214,6 +216,8 @@ def _check_ranges(values: dict[str, Any]) -> None:
             raise UserError(f"--w2-budget-cap ({cap:g}) must be >= --delta ({values.get('delta', values['eps']):g})")
     if values.get("w2_stop_flipped") and values.get("threat") != "w2":
         raise UserError("--w2-stop-flipped needs --threat w2")
+    if values.get("w2_inner", "budget") != "budget" and (values.get("threat") != "w2" or values.get("w2_stop_flipped")):
+        raise UserError(f"--w2-inner {values['w2_inner']} needs --threat w2 (and has no --w2-stop-flipped)")
     if values.get("grad_clip") is not None and values["grad_clip"] <= 0:
         raise UserError("--grad-clip must be > 0")
     if values.get("armor_cost_weight", 0.0) < 0 or values.get("armor_cost_q", 2.0) <= 0:
