@@ -127,7 +127,8 @@ def test_knapsack_composes_with_armor_and_the_triplet_term_and_gets_the_labels()
     assert torch.isfinite(result.loss) and result.stats["triplet_sa"] >= 0
     with torch.no_grad(), eval_mode(model):
         target = model(x)
-    direct = w_pgd_knapsack(model, x, lambda z: kl_divergence(target, z), delta=0.1, steps=3, labels=y)
+    direct = w_pgd_knapsack(model, x, lambda z: kl_divergence(target, z), delta=0.1, steps=3, labels=y,
+                            budget_cap=0.3)  # the default cap: max(eps, delta)
     assert torch.equal(result.out.x_adv, direct)
     assert model.training  # the attack restored the training mode
 
