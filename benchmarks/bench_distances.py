@@ -33,6 +33,7 @@ from wdro_finetune.evaluate.distances import DistancesMetric
 from wdro_finetune.evaluate.metric import EvalContext
 from wdro_finetune.evaluate.wdro import WdroMetric
 from wdro_finetune.models import load_model
+from wdro_finetune.results.formatting import budget_value
 from wdro_finetune.utils.allocator import keep_freed_memory
 
 DELTAS = {"mnist": "0.05,0.1,0.2", "cifar10": "1/510,2/510,4/510"}
@@ -103,7 +104,7 @@ def _report(args, t_wpgd, t_dist, t_bis, wpgd, dist, ours, bisect, correct, tigh
             ("median distance over correct points: ensemble / bisection",
              f"{np.median(ours[correct]):.4f} / {np.median(bisect[correct]):.4f}")]
     for label in [k.split("@")[1] for k in wpgd.values if k.startswith("w2_acc@")]:
-        delta = float(eval(label))  # a fraction label such as 1/20
+        delta = budget_value(label)  # a fraction label such as 1/20
         from_bisect = knapsack_accuracy(bisect, [delta]).accuracy[0]
         rows.append((f"W_2 accuracy at delta {label}: W-PGD / knapsack(ensemble) / knapsack(bisection)",
                      f"{wpgd.values[f'w2_acc@{label}'].value:.1f} / {dist.values[f'w2k_acc@{label}'].value:.1f}"

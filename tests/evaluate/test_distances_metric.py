@@ -68,13 +68,13 @@ def test_interrupted_distances_resume_by_chunk_and_equal_an_uninterrupted_run(tm
         pass
 
     def stop_in_second_chunk(batch):  # the second chunk holds test images 8..15
-        if model.calls > first_chunk_calls + 1:  # + 1: the clean pass of 16 images takes two batches of 8
+        if model.calls > first_chunk_calls:
             raise Stop
 
     counter = counting_module(trained_smallcnn)
     evaluate(make_eval_config(dict(options, records=str(tmp_path / "probe"), n_examples=8)),
              model=as_loaded(counter))
-    first_chunk_calls = counter.calls  # forwards of one whole chunk (and its metric's clean pass)
+    first_chunk_calls = counter.calls  # forwards of the output check and one whole chunk
     model = counting_module(trained_smallcnn, stop_in_second_chunk)
     with pytest.raises(Stop):
         evaluate(make_eval_config(dict(options, records=str(tmp_path / "b"))), model=as_loaded(model))
@@ -83,9 +83,9 @@ def test_interrupted_distances_resume_by_chunk_and_equal_an_uninterrupted_run(tm
         assert saved["done"].tolist() == [True, False]
     again = counting_module(trained_smallcnn)
     resumed = evaluate(make_eval_config(dict(options, records=str(tmp_path / "b"))), model=as_loaded(again))
-    # forwards: output check 1 + clean pass (one per chunk) + attack passes of each chunk; the resumed run redoes
-    # only the second chunk's attack, so it makes exactly the uninterrupted run's calls minus the first chunk's
-    assert again.calls == whole.calls - first_chunk_calls + 2
+    # forwards: output check 1 + the attack passes of each chunk; the resumed run redoes only the second chunk,
+    # so it makes exactly the uninterrupted run's calls minus the first chunk's
+    assert again.calls == whole.calls - first_chunk_calls + 1
     assert resumed.record["metrics"] == full.record["metrics"]
     np.testing.assert_array_equal(load_per_example(tmp_path / "b", rid)["dist"], arrays["dist"])
 

@@ -84,8 +84,8 @@ def minimal_distances(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             for name in settings.attacks:
                 if name == "refine":
                     continue
-                candidates = _ATTACK_FUNCTIONS[name](model, xc, yc, settings, norm)
-                best.offer(idx, candidates, verified_distance(model, xc, yc, candidates, norm), name)
+                for candidates in _ATTACK_FUNCTIONS[name](model, xc, yc, settings, norm):
+                    best.offer(idx, candidates, verified_distance(model, xc, yc, candidates, norm), name)
             if "refine" in settings.attacks:
                 _refine(model, xc, yc, idx, best, settings, norm)
         final = verified_distance(model, x, y, best.x_adv, norm)  # the reported distances: one last check
@@ -130,28 +130,24 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).argmax(1)
 
 
-def _fmn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: DistanceSettings, norm: str) -> torch.Tensor:
+def _fmn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: DistanceSettings, norm: str) -> list[torch.Tensor]:
     with warnings.catch_warnings():  # adv-lib's own distutils deprecation notice, printed at import
         warnings.simplefilter("ignore", DeprecationWarning)
         from adv_lib.attacks import fmn
 
     order = math.inf if norm == "Linf" else 2
     alpha = 4.0 * math.sqrt(x[0].numel()) if norm == "Linf" else 1.0
-    return fmn(model, x, y, norm=order, steps=s.fmn_steps, α_init=alpha).detach()
+    return [fmn(model, x, y, norm=order, steps=s.fmn_steps, α_init=alpha).detach()]
 
 
-def _fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: DistanceSettings, norm: str) -> torch.Tensor:
+def _fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: DistanceSettings, norm: str):
+    """One candidate batch per target class (the k-th largest clean logit, k = 2 .. fab_targets + 1)."""
     from pyautoattack.fab_pt import FABAttack_PT
 
     fab = FABAttack_PT(model, norm=norm, n_iter=s.fab_steps, targeted=True, device=x.device, seed=0)
-    best, best_d = x.clone(), torch.full((len(x),), math.inf, dtype=torch.float64, device=x.device)
-    for k in range(2, 2 + s.fab_targets):  # target = the k-th largest clean logit
+    for k in range(2, 2 + s.fab_targets):
         fab.target_class = k
-        candidates = fab.attack_single_run(x, y, use_rand_start=False, is_targeted=True).detach()
-        d = verified_distance(model, x, y, candidates, norm)
-        better = d < best_d
-        best[better], best_d[better] = candidates[better], d[better]
-    return best
+        yield fab.attack_single_run(x, y, use_rand_start=False, is_targeted=True).detach()
 
 
 def _refine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, best: _Best,

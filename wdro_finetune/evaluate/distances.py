@@ -27,17 +27,17 @@ import numpy as np
 
 from ..attacks.knapsack import knapsack_accuracy
 from ..attacks.minimal_norm import ATTACKS, CLEAN, NONE, DistanceSettings, minimal_distances
+from ..attacks.pointwise import check_norm
 from ..config import ThreatModel, parse_number_list, parse_threat_model
 from ..errors import UserError
+from ..options import to_int, to_names
 from .chunks import run_chunked_arrays
-from .clean import predict
 from .metric import METRICS, EvalContext, Metric, MetricOutput
 from .values import MetricValue, wilson_interval
 from .wdro import DEFAULT_DELTAS, budget_label
 
 EPS_GRID = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # default pointwise grid, in multiples of the threat model's eps
 QUANTILES = {"dist_q25": 0.25, "dist_median": 0.5, "dist_q75": 0.75}
-NORMS = ("Linf", "L2")
 
 
 @METRICS.register("distances")
@@ -66,26 +66,24 @@ class DistancesMetric(Metric):
             raise UserError("the distances metric needs --threat-model Linf or L2")
         norm = _canonical_norm(values.get("dist_norm") or threat.value)
         raw = values.get("dist_attacks") or ",".join(ATTACKS)
-        items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
-        attacks = tuple(str(a).strip() for a in items if str(a).strip())
+        attacks = to_names(raw, "--dist-attacks")
         bad = [a for a in attacks if a not in ATTACKS]
         if bad or not attacks or attacks == ("refine",):
             raise UserError(f"--dist-attacks needs attacks from {', '.join(ATTACKS)} (refine only with another), "
                             f"got {raw!r}")
         deltas = _nonnegative_list(values.get("delta"), "--delta")
         eps_grid = _nonnegative_list(values.get("dist_eps"), "--dist-eps")
-        steps = _positive_int(values.get("dist_steps"), "--dist-steps", 100)
+        steps = 100 if values.get("dist_steps") is None else to_int(values["dist_steps"], "--dist-steps", 1, 100_000)
         return {"norm": norm, "attacks": list(attacks), "deltas": deltas, "eps_grid": eps_grid, "fmn_steps": steps}
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         opts = self.options
         settings = DistanceSettings(norm=opts["norm"], attacks=tuple(opts["attacks"]), fmn_steps=opts["fmn_steps"])
-        correct = ctx.gather((predict(ctx.model, ctx.data.x, ctx.device, ctx.batch_size) == ctx.data.y).numpy())
-        if not correct.any():
-            raise UserError(f"the model classifies none of the {correct.size} test examples correctly: minimal "
-                            "distances are undefined (is it the right model for this data set?)")
-        local = self._distances(ctx, settings)
+        local = self._distances(ctx, settings)  # (no correct point: no attack runs, every distance is 0)
         dist = ctx.gather(local["dist"])
+        if not (dist > 0).any():
+            raise UserError(f"the model classifies none of the {dist.size} test examples correctly: minimal "
+                            "distances are undefined (is it the right model for this data set?)")
         attack = ctx.gather(local["attack"])
         names = np.array((CLEAN, NONE) + ATTACKS)
         out = MetricOutput(per_example={"dist": dist, "dist_attack": names[attack]})
@@ -136,10 +134,10 @@ def _accuracy_value(percent: float, n: int) -> MetricValue:
 
 
 def _canonical_norm(text: str) -> str:
-    canonical = {n.lower(): n for n in NORMS}.get(str(text).strip().lower())
-    if canonical is None:
-        raise UserError(f"--dist-norm must be Linf or L2, got {text!r}")
-    return canonical
+    try:
+        return check_norm(str(text).strip())
+    except ValueError:
+        raise UserError(f"--dist-norm must be Linf or L2, got {text!r}") from None
 
 
 def _nonnegative_list(raw, flag: str) -> list[float] | None:
@@ -149,18 +147,3 @@ def _nonnegative_list(raw, flag: str) -> list[float] | None:
     if not values or any(not (math.isfinite(v) and v >= 0) for v in values):
         raise UserError(f"{flag} values must be finite and >= 0, got {raw!r}")
     return values
-
-
-def _positive_int(raw, flag: str, default: int) -> int:
-    if raw is None:
-        return default
-    try:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise UserError(f"{flag} must be an integer, got {raw!r}") from None
-    if not 1 <= value <= 100_000:
-        raise UserError(f"{flag} must be between 1 and 100000, got {value}")
-    return value
-
