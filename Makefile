@@ -18,8 +18,10 @@ $(BIN)/.torch: | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	touch $@
 
-# visdom (needed by adv-lib's imports) builds only against the venv's own setuptools (pkg_resources)
+# visdom (needed by adv-lib's imports) builds only against the venv's own setuptools, and only one that still
+# ships pkg_resources (removed in setuptools 81; torch pulls in the newest)
 $(STAMP): pyproject.toml | $(BIN)/.torch
+	$(BIN)/pip install --quiet 'setuptools<81'
 	$(BIN)/pip install --quiet --no-build-isolation visdom==0.2.4
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
