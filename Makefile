@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml | $(BIN)/.torch
 	touch $@
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 
 demo: install

@@ -24,7 +24,7 @@ from wdro_finetune.config import Dataset, ThreatModel
 from wdro_finetune.methods.factory import build_objective
 from wdro_finetune.models import load_model
 from wdro_finetune.models.builtin import BUILTIN_MODELS
-from wdro_finetune.train.config import make_finetune_config
+from wdro_finetune.config.finetune import make_finetune_config
 
 
 def _setup(model_name: str, batch: int, device: str):

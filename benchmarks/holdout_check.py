@@ -20,9 +20,9 @@ import torch
 from wdro_finetune.attacks.wasserstein import w_pgd
 from wdro_finetune.config import Dataset, ThreatModel, parse_number_list
 from wdro_finetune.evaluate.autoattack import autoattack_flags
-from wdro_finetune.evaluate.clean import predict
+from wdro_finetune.models.outputs import predict
 from wdro_finetune.models import load_model
-from wdro_finetune.train.data import load_train_data
+from wdro_finetune.data.training import load_train_data
 
 
 def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,

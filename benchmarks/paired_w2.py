@@ -14,7 +14,7 @@ import numpy as np
 from wdro_finetune.attacks.knapsack import knapsack_accuracy
 from wdro_finetune.results.formatting import budget_value
 from wdro_finetune.results.records import load_per_example, read_records
-from wdro_finetune.sweep import load_sweep
+from wdro_finetune.workflows.sweep import load_sweep
 
 
 def main() -> None:

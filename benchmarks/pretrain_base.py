@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from wdro_finetune.train.config import make_finetune_config
+from wdro_finetune.config.finetune import make_finetune_config
 from wdro_finetune.train.loop import finetune
 from wdro_finetune.utils.fileio import atomic_write_text, sha256_file
 

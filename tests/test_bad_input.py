@@ -197,7 +197,7 @@ def _npz(path: Path, **arrays) -> Path:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, data_dir) -> Path:
     """The folder every case starts from (copied per case)."""
-    from wdro_finetune.train.config import make_finetune_config
+    from wdro_finetune.config.finetune import make_finetune_config
     from wdro_finetune.train.loop import finetune
 
     ws = tmp_path_factory.mktemp("workspace")

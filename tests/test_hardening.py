@@ -17,10 +17,10 @@ import pytest
 from wdro_finetune.cli import main
 from wdro_finetune.errors import UserError
 from wdro_finetune.evaluate.runner import EvalConfig, make_eval_config
-from wdro_finetune.options import _field_kinds
+from wdro_finetune.config.options import _field_kinds
 from wdro_finetune.results.leaderboard import build_leaderboards
 from wdro_finetune.results.records import RECORDS_FILE, append_record, read_records
-from wdro_finetune.train.config import FinetuneConfig, make_finetune_config
+from wdro_finetune.config.finetune import FinetuneConfig, make_finetune_config
 from wdro_finetune.utils.fileio import exclusive_dir, publish_file_set
 
 from test_bad_input import FT, _record, assert_one_line_error, snapshot

@@ -10,7 +10,7 @@ import torch
 from wdro_finetune.cli import main
 from wdro_finetune.errors import UserError
 from wdro_finetune.results.records import read_records
-from wdro_finetune.sweep import load_sweep, parse_shard, pending_jobs, run_pending_job
+from wdro_finetune.workflows.sweep import load_sweep, parse_shard, pending_jobs, run_pending_job
 
 SPEC = """
 records: {records}

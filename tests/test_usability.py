@@ -13,8 +13,8 @@ import yaml
 from wdro_finetune.cli import main
 from wdro_finetune.config import load_config_file
 from wdro_finetune.results.records import read_records
-from wdro_finetune.train.config import make_finetune_config
-from wdro_finetune.train.run_folder import config_yaml
+from wdro_finetune.config.finetune import make_finetune_config
+from wdro_finetune.config.saved_run import config_yaml
 from wdro_finetune.utils.progress import LogProgress, progress_bar
 
 from test_bad_input import FT, assert_one_line_error, snapshot

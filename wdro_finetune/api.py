@@ -34,7 +34,6 @@ def evaluate(model: str | nn.Module, dataset: str, *, progress: bool = False, **
 def finetune(model: str, dataset: str, *, progress: bool = False, **options: Any) -> FinetuneResult:
     """Fine-tune ``model`` on ``dataset`` with the options of ``wdro-finetune finetune`` (``method``, ``threat``,
     ``delta``, ``steps``, ``out``, ...); returns the run's result (label, paths)."""
-    from .train.config import make_finetune_config
-    from .train.loop import finetune as run_finetune
+    from .workflows.finetune import finetune as run_finetune, make_finetune_run
 
-    return run_finetune(make_finetune_config({**options, "model": model, "dataset": dataset}), progress=progress)
+    return run_finetune(make_finetune_run({**options, "model": model, "dataset": dataset}), progress=progress)

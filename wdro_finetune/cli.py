@@ -115,8 +115,8 @@ def _run_models(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 
 def _int(name: str) -> Callable[[str], int]:
-    """argparse type: the one strict integer conversion of :mod:`wdro_finetune.options`."""
-    from .options import to_int
+    """argparse type: the one strict integer conversion of :mod:`wdro_finetune.config.options`."""
+    from .config.options import to_int
 
     return lambda text: to_int(text, name)
 
@@ -205,7 +205,7 @@ def _summary_line(record: dict) -> str:
 # ---------------------------------------------------------------- finetune
 
 def _add_finetune(p: argparse.ArgumentParser) -> None:
-    from .train.config import (DISTANCES, METHODS, MINERS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS, TRIPLETS,
+    from .config.finetune import (DISTANCES, METHODS, MINERS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS, TRIPLETS,
                                W2_INNERS)
 
     _add_model_args(p)
@@ -287,13 +287,13 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
 
 def _run_finetune(args: argparse.Namespace) -> int:
     from .config import check_known_keys
-    from .train.config import FinetuneConfig, make_finetune_config
-    from .train.loop import finetune
+    from .config.finetune import FinetuneConfig
+    from .workflows.finetune import finetune, make_finetune_run
 
     options = resolve_options(args)
     check_known_keys(options, _option_names(_add_finetune) | set(FinetuneConfig.__dataclass_fields__),
                      "finetune options")
-    config = make_finetune_config(options)
+    config = make_finetune_run(options)
     result = finetune(config, progress=True)
     if result.already_finished:
         print(f"{result.label}: already finished ({result.steps} steps), nothing to do; model at {result.model_path}")
@@ -319,7 +319,7 @@ def _run_leaderboard(args: argparse.Namespace) -> int:
 
     from .results.leaderboard import build_leaderboards
     from .results.records import RECORDS_FILE, count_unreadable_lines, read_records
-    from .sweep import sweep_ref
+    from .workflows.sweep import sweep_ref
     from .utils.fileio import check_can_create_dir
 
     if not (Path(args.records) / RECORDS_FILE).is_file():
@@ -351,7 +351,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .export import PaperInfo, export_robustbench
+    from .workflows.export import PaperInfo, export_robustbench
 
     paper = PaperInfo(args.paper_name, args.link, args.authors, args.venue, args.additional_data)
     for path in export_robustbench(args.records, args.record, args.out, name=args.name, checkpoint=args.checkpoint,
@@ -408,7 +408,7 @@ def _plot_embeddings(args: argparse.Namespace, dataset) -> Path:
     from .data.datasets import load_split
     from .invariance.generated import generated_set
     from .models import load_model
-    from .results.embeddings import embedding_panel, embedding_plot
+    from .workflows.embeddings import embedding_panel, embedding_plot
 
     if dataset is not Dataset.MNIST:
         raise UserError("plot embeddings needs --dataset mnist (invariance examples exist for MNIST only)")
@@ -479,7 +479,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_sweep, parse_shard, pending_jobs, run_pending_job, shard_jobs
+    from .workflows.sweep import load_sweep, parse_shard, pending_jobs, run_pending_job, shard_jobs
 
     sweep = load_sweep(args.file, check_device=not args.dry_run)
     shard = parse_shard(args.shard)
@@ -512,7 +512,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .workflows.demo import run_demo
 
     run_demo(args.out, n_examples=args.n_examples, progress=True)
     return 0

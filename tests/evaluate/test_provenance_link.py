@@ -14,7 +14,7 @@ import wdro_finetune
 
 from wdro_finetune.config import Dataset, ThreatModel
 from wdro_finetune.evaluate.runner import EvalConfig, evaluate
-from wdro_finetune.train.config import make_finetune_config
+from wdro_finetune.config.finetune import make_finetune_config
 from wdro_finetune.train.loop import finetune
 from wdro_finetune.utils.fileio import sha256_file
 

@@ -9,7 +9,7 @@ import torch
 
 from wdro_finetune.methods.base import Udr, mart_terms
 from wdro_finetune.methods.factory import build_objective
-from wdro_finetune.train.config import make_finetune_config
+from wdro_finetune.config.finetune import make_finetune_config
 
 
 def test_mart_terms_match_hand_computation():

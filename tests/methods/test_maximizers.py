@@ -10,7 +10,7 @@ from wdro_finetune.errors import UserError
 from wdro_finetune.methods.factory import build_objective
 from wdro_finetune.methods.maximizers import (KnapsackMaximizer, NoiseFgsmMaximizer, PointwiseMaximizer, RadiusRamp,
                                              WassersteinMaximizer)
-from wdro_finetune.train.config import make_finetune_config
+from wdro_finetune.config.finetune import make_finetune_config
 
 BASE = dict(model="mnist-smallcnn", dataset="mnist", eps=0.3, steps=10)
 

@@ -12,7 +12,7 @@ from wdro_finetune.attacks.pointwise import per_sample_norm
 from wdro_finetune.attacks.transport import TransportCost, soft_ball_maximize
 from wdro_finetune.errors import UserError
 from wdro_finetune.methods.factory import build_objective
-from wdro_finetune.train.config import make_finetune_config
+from wdro_finetune.config.finetune import make_finetune_config
 
 
 def test_cost_matches_hand_computation():

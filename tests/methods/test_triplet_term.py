@@ -6,7 +6,7 @@ import torch
 
 from wdro_finetune.methods.factory import build_objective
 from wdro_finetune.models.builtin import SmallCNN
-from wdro_finetune.train.config import make_finetune_config
+from wdro_finetune.config.finetune import make_finetune_config
 
 
 class _Counting(torch.nn.Module):

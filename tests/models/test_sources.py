@@ -248,7 +248,7 @@ def test_bundled_weights_match_their_training_record_and_are_trained(data_dir):
     import json
 
     from wdro_finetune.data.datasets import load_split
-    from wdro_finetune.evaluate.clean import predict
+    from wdro_finetune.models.outputs import predict
     from wdro_finetune.models.builtin import BUILTIN_MODELS
 
     assets = Path(__file__).resolve().parents[2] / "wdro_finetune" / "assets" / "weights"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from wdro_finetune.results.leaderboard import build_leaderboards
 from wdro_finetune.results.records import read_records
-from wdro_finetune.sweep import load_sweep, pending_jobs, sweep_ref
+from wdro_finetune.workflows.sweep import load_sweep, pending_jobs, sweep_ref
 
 REPO = Path(__file__).resolve().parents[2]
 BOARDS = REPO / "leaderboards"

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from wdro_finetune.models.builtin import SmallCNN
-from wdro_finetune.results.embeddings import embedding_panel, pca_2d, penultimate
+from wdro_finetune.workflows.embeddings import embedding_panel, pca_2d, penultimate
 
 
 def test_pca_of_points_on_a_line_puts_all_variance_on_the_first_axis():

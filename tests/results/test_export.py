@@ -17,7 +17,7 @@ from wdro_finetune.cli import main
 from wdro_finetune.compat import import_robustbench
 from wdro_finetune.config import Dataset, ThreatModel
 from wdro_finetune.errors import UserError
-from wdro_finetune.export import EXTENSION, PaperInfo, export_robustbench
+from wdro_finetune.workflows.export import EXTENSION, PaperInfo, export_robustbench
 from wdro_finetune.models import load_model
 from wdro_finetune.utils.fileio import sha256_file
 

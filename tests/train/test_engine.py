@@ -18,7 +18,7 @@ from wdro_finetune.config import Dataset, ThreatModel
 from wdro_finetune.methods.base import Trades
 from wdro_finetune.methods.maximizers import PointwiseMaximizer, WassersteinMaximizer
 from wdro_finetune.models import load_model
-from wdro_finetune.train.config import make_finetune_config
+from wdro_finetune.config.finetune import make_finetune_config
 from wdro_finetune.train.loop import finetune
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from wdro_finetune.cli import main
-from wdro_finetune.train.config import FinetuneConfig, make_finetune_config
+from wdro_finetune.config.finetune import FinetuneConfig, make_finetune_config
 
 FT = ["finetune", "--model", "mnist-smallcnn", "--dataset", "mnist", "--no-pretrained", "--train-subset", "32",
       "--holdout", "0", "--batch-size", "16", "--inner-steps", "2", "--schedule", "constant", "--threat", "w2"]

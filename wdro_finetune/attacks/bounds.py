@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._dist import global_sums
+from ..distributed import global_sums
 from ._mode import eval_mode
 from .losses import LossSpec, get_attack_loss
 from .pointwise import check_norm, input_gradient, per_sample_norm

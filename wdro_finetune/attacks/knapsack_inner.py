@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._dist import all_gather_cat, global_max, local_sums
+from ..distributed import all_gather_cat, global_max, local_sums
 from ._mode import eval_mode
 from .minimal_norm import _margin
 from .pointwise import (Objective, ascent_direction, check_norm, input_gradient, per_sample_norm,

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._dist import global_max, global_sums
+from ..distributed import global_max, global_sums
 from ._mode import eval_mode
 from .losses import AttackLoss, LossSpec, get_attack_loss
 from .pointwise import (Objective, ascent_direction, check_norm, input_gradient, per_sample_norm,
@@ -333,7 +333,7 @@ def rescale_budgets(budgets: torch.Tensor, delta: float, cap: float | None = Non
 
     With ``cap`` (>= delta): min(cap, s * b) with the scale s >= 0 that makes the RMS exactly delta,
     found by fixed-point iteration on the capped set (it only grows, so at most N + 1 rounds).
-    ``sums``: how sums are taken (``_dist.local_sums`` for a vector every rank holds whole).
+    ``sums``: how sums are taken (``distributed.local_sums`` for a vector every rank holds whole).
     """
     budgets = budgets.clamp_min(0.0)
     square_sum, count = sums(budgets.double().square().sum().item(), budgets.numel(),

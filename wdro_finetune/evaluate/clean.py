@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from ..models.outputs import predict
 from .metric import METRICS, EvalContext, Metric, MetricOutput
 from .values import MetricValue
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, device: str, batch_size: int) -> torch.Tensor:
-    """Predicted labels (N,) on the CPU for x: (N, C, H, W) in [0, 1] (model in its current mode)."""
-    preds = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
 
 @METRICS.register("clean")

@@ -30,7 +30,7 @@ from ..attacks.minimal_norm import ATTACKS, CLEAN, NONE, DistanceSettings, minim
 from ..attacks.pointwise import check_norm
 from ..config import ThreatModel, parse_number_list, parse_threat_model
 from ..errors import UserError
-from ..options import to_int, to_names
+from ..config.options import to_int, to_names
 from .chunks import run_chunked_arrays
 from .metric import METRICS, EvalContext, Metric, MetricOutput
 from .values import MetricValue, wilson_interval

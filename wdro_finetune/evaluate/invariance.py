@@ -19,7 +19,7 @@ import torch
 from ..attacks.pointwise import fgsm
 from ..config import Dataset, parse_number
 from ..errors import UserError
-from ..options import to_int
+from ..config.options import to_int
 from ..invariance.human_sets import list_human_sets, load_human_set
 from .clean import predict
 from .metric import METRICS, EvalContext, Metric, MetricOutput

@@ -22,11 +22,11 @@ from ..data.datasets import load_split, split_size
 from ..errors import UserError
 from ..models import PLUGIN_FACTORY, RANDOM_INIT, LoadedModel, check_model_dir, load_model
 from ..models.outputs import check_split
-from ..options import convert_fields, option_label
+from ..config.options import convert_fields, option_label
 from ..results.best_known import best_known
 from ..results.provenance import git_commit, known_run, package_versions, portable_path, utc_now
 from ..results.records import append_record, read_records, records_output_paths, save_per_example, stable_hash
-from ..train.distributed import barrier, init_distributed
+from ..distributed import barrier, init_distributed
 from ..utils.fileio import check_output_paths, ensure_writable_dir
 from . import autoattack, clean, distances, invariance, wdro  # noqa: F401  (register the built-in metrics)
 from .metric import METRICS, EvalContext, MetricOutput
@@ -71,7 +71,7 @@ class EvalResult:
 
 def make_eval_config(options: dict[str, Any], *, shared_options: bool = False) -> EvalConfig:
     """Validate resolved options (CLI + config file) into an :class:`EvalConfig` (values converted by the one
-    strict rule of :mod:`wdro_finetune.options`). An option of a metric not in ``metrics`` is refused, except
+    strict rule of :mod:`wdro_finetune.config.options`). An option of a metric not in ``metrics`` is refused, except
     with ``shared_options`` (a sweep's common evaluation options reach jobs that run other metrics)."""
     options = convert_fields(EvalConfig, options)
     dataset = parse_dataset(options["dataset"])

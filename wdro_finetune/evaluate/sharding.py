@@ -12,7 +12,7 @@ import numpy as np
 import torch.distributed as dist
 
 from ..errors import UserError
-from ..train.distributed import DistInfo
+from ..distributed import DistInfo
 from .metric import EvalContext
 
 

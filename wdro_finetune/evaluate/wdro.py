@@ -23,7 +23,7 @@ from ..attacks.bounds import accuracy_ratio_bounds, clean_sensitivity
 from ..attacks.wasserstein import w_pgd
 from ..config import ThreatModel, parse_number_list, parse_threat_model
 from ..errors import UserError
-from ..options import to_int
+from ..config.options import to_int
 from ..utils.fileio import atomic_write_text
 from ..utils.progress import progress_bar
 from .metric import METRICS, EvalContext, Metric, MetricOutput

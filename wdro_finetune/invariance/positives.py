@@ -25,7 +25,7 @@ def training_positives(dataset: Dataset, threat_model: ThreatModel, n_train: int
     """(n_train, 1, 28, 28) float32: row i is an invariance example (l_inf radius ``eps``) of training image i.
 
     The training images in use are the first ``n_train`` of the MNIST training split (see
-    ``train.data.load_train_data``). Examples come from the cache keyed by the whole split (so runs on
+    ``data.training.load_train_data``). Examples come from the cache keyed by the whole split (so runs on
     different subsets share it); missing ones are generated once with the fast grid, and ``announce``
     says so on stderr before the (long) generation starts.
     """

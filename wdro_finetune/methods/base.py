@@ -14,7 +14,7 @@ from torch import nn
 
 from ..attacks._mode import eval_mode
 from ..attacks.losses import cross_entropy, kl_divergence
-from ..train.distributed import unwrap
+from ..distributed import unwrap
 from .maximizers import KnapsackMaximizer, PointwiseMaximizer, WassersteinMaximizer
 
 Maximizer = PointwiseMaximizer | WassersteinMaximizer | KnapsackMaximizer

@@ -6,7 +6,7 @@ import torch
 
 from ..attacks.transport import TransportCost
 from ..errors import UserError
-from ..train.config import FinetuneConfig
+from ..config.finetune import FinetuneConfig
 from .base import AdversarialCE, Mart, Trades, Udr
 from .maximizers import (KnapsackMaximizer, NoiseFgsmMaximizer, PointwiseMaximizer, RadiusRamp, SoftBallMaximizer,
                          WassersteinMaximizer)

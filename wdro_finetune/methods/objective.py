@@ -19,7 +19,7 @@ from torch import nn
 
 from ..attacks.transport import TransportCost
 from ..models.features import FeatureHook
-from ..train.distributed import unwrap
+from ..distributed import unwrap
 from .base import LossOutput
 from .reweight import Aggregator, MeanAggregator, mix_with_clean
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..models.features import FeatureHook
-from ..train.distributed import unwrap
+from ..distributed import unwrap
 from .base import LossOutput
 from .triplet import AngularDistance, AngularTripletRegularizer, BatchHardMiner, NegativePool, RandomMiner, \
     SemiHardMiner

@@ -40,3 +40,10 @@ def check_model_outputs(model: nn.Module, x: torch.Tensor, num_classes: int, dev
 def check_split(model: nn.Module, split, device: str, name: str) -> None:
     """:func:`check_model_outputs` on a ``DataSplit`` with its data set's number of classes."""
     check_model_outputs(model, split.x, NUM_CLASSES[split.dataset], device, name)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, device: str, batch_size: int) -> torch.Tensor:
+    """Predicted labels (N,) on the CPU for x: (N, C, H, W) in [0, 1] (model in its current mode)."""
+    preds = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)

@@ -29,7 +29,7 @@ def build_leaderboards(records_dir: str | Path, out_dir: str | Path, *, html_dir
                        sweep: SweepRef | None = None) -> list[Path]:
     """Write one CSV and plot per (dataset, threat model), README.md, and with ``html_dir`` the site.
     ``sweep``: the sweep that made the records (the site's reproducing commands name it;
-    :func:`wdro_finetune.sweep.sweep_ref`).
+    :func:`wdro_finetune.workflows.sweep.sweep_ref`).
 
     Rebuilds of one folder take turns (a lock on the folder from reading the records to the last write), so a
     rebuild that read fewer records can never land after, and overwrite, one that read more. Each folder's set of

@@ -9,7 +9,6 @@ finished), ``config.yaml`` (the resolved options, reusable with ``--config``), `
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import signal
@@ -17,27 +16,27 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from ..attacks.pointwise import pgd
 from ..errors import Interrupted, UserError
-from ..evaluate.clean import predict
 from ..methods.factory import build_objective
 from ..models import LoadedModel, load_model
 from ..models.checkpoint import save_robustbench_layout, save_safetensors
 from ..results.provenance import git_commit, package_versions, utc_now
-from ..models.outputs import check_split
+from ..models.outputs import check_split, predict
 from ..utils.progress import progress_bar
 from ..utils.fileio import (append_line_locked, atomic_write_text, check_output_paths, ensure_writable_dir,
                              exclusive_dir, sha256_file)
 from .checkpoints import checkpoint_dir, discard_checkpoint, load_latest_checkpoint, save_checkpoint
-from .config import FinetuneConfig, eval_after_options, make_finetune_config
-from .data import TrainStream, augments, load_train_data, step_seed
-from .run_folder import CONFIG_FILE, check_same_run, config_yaml, is_finished, output_paths, read_run
-from .distributed import DistInfo, barrier, init_distributed, mean_over_ranks, unwrap, wrap_model
+from ..config.finetune import FinetuneConfig
+from ..data.training import TrainStream, augments, load_train_data, step_seed
+from ..config.saved_run import CONFIG_FILE, config_yaml, read_run
+from .run_folder import check_same_run, is_finished, output_paths
+from ..distributed import DistInfo, barrier, init_distributed, mean_over_ranks, unwrap, wrap_model
 from .schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -62,25 +61,37 @@ class FinetuneResult:
     already_finished: bool = False  # --resume of a run that had finished: nothing was done
 
 
-def finetune(cfg: FinetuneConfig, *, progress: bool = False) -> FinetuneResult:
+# After training, before the run counts as finished: (model, method label, training options) -> records.
+AfterTraining = Callable[[LoadedModel, str, dict], list[dict]]
+
+
+def finetune(cfg: FinetuneConfig, *, progress: bool = False, after: AfterTraining | None = None,
+             more_outputs: tuple[list[Path], list[Path]] = ([], [])) -> FinetuneResult:
     """Fine-tune ``cfg.model`` as configured; resume from ``<out>/checkpoints`` if ``cfg.resume`` (a finished run
     of the same length: nothing to do, nothing rewritten). The run folder is locked while the run lasts: a
-    second run with the same ``out`` is refused at once."""
+    second run with the same ``out`` is refused at once. ``after`` runs on the trained model (the
+    ``--eval-after`` evaluation of :mod:`wdro_finetune.workflows.finetune`; the run is "finished" only once it
+    returned), ``more_outputs`` are the (folders, files) it writes, checked before training starts."""
+    if cfg.eval_after and after is None:
+        raise ValueError("--eval-after runs in wdro_finetune.workflows.finetune.finetune, not in the engine")
     dist_info = init_distributed(cfg.device)
     out = Path(cfg.out)
     if not dist_info.is_main:
-        return _finetune(cfg, out, dist_info, progress)
-    check_output_paths(*output_paths(cfg))  # fail before any download; create nothing until the inputs are loaded
+        return _finetune(cfg, out, dist_info, progress, after)
+    folders, files = output_paths(cfg)
+    check_output_paths(folders + more_outputs[0], files + more_outputs[1])  # fail before any download; create
+    # nothing until the inputs are loaded
     run = read_run(out)
     if cfg.resume and is_finished(cfg, run):
         check_same_run(run["config"], cfg.to_json(), out, int(run["step"]))
         log.info("the run in %s already finished at step %d; nothing to do", out, run["step"])
         return FinetuneResult(out, run["label"], run["step"], out / "model.safetensors", [], already_finished=True)
     with exclusive_dir(out):
-        return _finetune(cfg, out, dist_info, progress)
+        return _finetune(cfg, out, dist_info, progress, after)
 
 
-def _finetune(cfg: FinetuneConfig, out: Path, dist_info: DistInfo, progress: bool) -> FinetuneResult:
+def _finetune(cfg: FinetuneConfig, out: Path, dist_info: DistInfo, progress: bool,
+              after: AfterTraining | None) -> FinetuneResult:
     saved = _resume_state(cfg, out)
     torch.manual_seed(cfg.seed)
     base = load_model(cfg.model, cfg.dataset, cfg.threat_model, source=cfg.source, checkpoint=cfg.checkpoint,
@@ -107,7 +118,8 @@ def _finetune(cfg: FinetuneConfig, out: Path, dist_info: DistInfo, progress: boo
     if saved is not None:
         start = _restore(saved, module, objective, optimizer, scheduler, cfg)
     model = wrap_model(module, dist_info, cfg.device)
-    run = _Run(cfg, out, dist_info, model, objective, optimizer, scheduler, stream, holdout, total, base, progress)
+    run = _Run(cfg, out, dist_info, model, objective, optimizer, scheduler, stream, holdout, total, base, progress,
+               after)
     if dist_info.is_main:
         ensure_writable_dir(out)
         atomic_write_text(out / CONFIG_FILE, config_yaml(cfg))
@@ -119,20 +131,6 @@ def _finetune(cfg: FinetuneConfig, out: Path, dist_info: DistInfo, progress: boo
             run.write_run_json("diverged" if isinstance(exc, TrainingDiverged) else "interrupted", run.step)
         raise
     return run.finish()
-
-
-def finetune_or_reuse(options: dict, *, progress: bool = False) -> tuple[FinetuneConfig, str]:
-    """Fine-tune into ``options['out']``: reuse the run there if it finished, resume it from its
-    checkpoints if it was interrupted, else start it. Returns (config with resume off, method label)."""
-    out = Path(options["out"])
-    run_json = out / "run.json"
-    run = json.loads(run_json.read_text()) if run_json.is_file() else {}
-    config = make_finetune_config({**options, "resume": False})
-    if run.get("status") == "finished" and (out / "model.safetensors").is_file():
-        return config, run["label"]
-    resume = any(checkpoint_dir(out).glob("step_*.pt"))
-    result = finetune(dataclasses.replace(config, resume=resume), progress=progress)
-    return config, result.label
 
 
 def apply_init(model: nn.Module, init: str, seed: int) -> None:
@@ -201,8 +199,9 @@ class _Run:
     """State of one training run (kept out of the public API)."""
 
     def __init__(self, cfg, out, dist_info: DistInfo, model, objective, optimizer, scheduler, stream: TrainStream,
-                 holdout, total: int, base: LoadedModel, progress: bool):
+                 holdout, total: int, base: LoadedModel, progress: bool, after: AfterTraining | None = None):
         self.cfg, self.out, self.dist, self.model, self.objective = cfg, out, dist_info, model, objective
+        self.after = after
         self.optimizer, self.scheduler, self.stream, self.holdout = optimizer, scheduler, stream, holdout
         self.total, self.base, self.progress = total, base, progress and dist_info.is_main
         self.step, self.t0, self.started = 0, time.perf_counter(), utc_now()
@@ -354,21 +353,14 @@ class _Run:
             wall = time.perf_counter() - self.t0
             done = {"finished_at": utc_now(), "wall_seconds": round(wall, 3), "model_sha256": sha256_file(model_path),
                     "robustbench_sha256": sha256_file(layout)}
-            if self.cfg.eval_after:  # "finished" only once the evaluation is in: a killed one is resumed
+            if self.after is not None:  # "finished" only once the evaluation is in: a killed one is resumed
                 self.write_run_json("evaluating", self.step, done)
-                records = self._evaluate(module, model_path)
+                loaded = LoadedModel(module, self.cfg.model, self.base.source, str(model_path), done["model_sha256"])
+                with torch.random.fork_rng(devices=[]):
+                    records = self.after(loaded, self.objective.label, {**self.cfg.to_json(), "steps_done": self.step})
             self.write_run_json("finished", self.step, done)
         barrier(self.dist)
         return FinetuneResult(self.out, self.objective.label, self.step, model_path, records)
-
-    def _evaluate(self, module: nn.Module, model_path: Path) -> list[dict]:
-        from ..evaluate.runner import evaluate, make_eval_config
-
-        options = {**eval_after_options(self.cfg), "source": self.base.source, "method": self.objective.label,
-                   "checkpoint": str(model_path), "training": {**self.cfg.to_json(), "steps_done": self.step}}
-        loaded = LoadedModel(module, self.cfg.model, self.base.source, str(model_path), sha256_file(model_path))
-        with torch.random.fork_rng(devices=[]):
-            return [evaluate(make_eval_config(options), model=loaded, progress=self.progress).record]
 
 
 def _in_main_thread() -> bool:

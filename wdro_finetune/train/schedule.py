@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .config import FinetuneConfig
+from ..config.finetune import FinetuneConfig
 
 
 def build_optimizer(cfg: FinetuneConfig, model: nn.Module, extra_groups: list[dict]) -> torch.optim.Optimizer:

@@ -23,8 +23,8 @@ import typing
 from functools import lru_cache
 from typing import Any
 
-from .config import parse_number
-from .errors import UserError
+from . import parse_number
+from ..errors import UserError
 
 INT_LIMIT = 2**31 - 1
 SEED_LIMIT = 2**32 - 1
@@ -111,3 +111,46 @@ def _field_kinds(cls: type) -> dict[str, type]:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ---------------------------------------------------------------- options declared once, on dataclass fields
+def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None,
+           metavar: str | None = None) -> Any:
+    """A config dataclass field that is also a command-line option: its default, help text and choices are
+    written here once; :func:`add_options` turns the fields into flags (``--<field-name>`` unless ``flag``)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
+                                                        "metavar": metavar})
+
+
+def option_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of dataclass ``cls`` declared with :func:`option`, in declaration order."""
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def add_options(parser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One flag per :func:`option` field of ``cls`` (argparse default None, so a ``--config`` file can set it;
+    the help shows the field's real default). Booleans become ``--x / --no-x``; values are converted later by
+    :func:`convert_fields`, the one strict rule, whatever their source."""
+    import argparse
+
+    for f in option_fields(cls):
+        if f.name in skip:
+            continue
+        meta = f.metadata
+        flag = meta["flag"] or option_label(f.name)
+        shown = f.default if f.default is not dataclasses.MISSING else None
+        text = meta["help"] + ("" if shown is None or "default" in meta["help"] else f" (default: {_shown(shown)})")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
+        if meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+        if meta["metavar"]:
+            kwargs["metavar"] = meta["metavar"]
+        if _field_kinds(cls).get(f.name) is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        parser.add_argument(flag, **kwargs)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return getattr(value, "value", value) if not isinstance(value, float) else f"{value:g}"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .evaluate.runner import evaluate, make_eval_config
-from .results.leaderboard import build_leaderboards
-from .train.loop import finetune_or_reuse
+from ..evaluate.runner import evaluate, make_eval_config
+from ..results.leaderboard import build_leaderboards
+from .finetune import finetune_or_reuse
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import UserError
+from ..errors import UserError
 
 
 class Dataset(str, enum.Enum):

@@ -10,11 +10,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .results.formatting import budget_value, eps_text
-from .results.provenance import portable_path
-from .results.rows import Row, build_rows
-from .utils.fileio import atomic_write_text, sha256_file
+from ..errors import UserError
+from ..results.formatting import budget_value, eps_text
+from ..results.provenance import portable_path
+from ..results.rows import Row, build_rows
+from ..utils.fileio import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 EXTENSION = "wdro_finetune"  # the key of our block; RobustBench's readers ignore it
@@ -39,9 +39,9 @@ def export_robustbench(records_dir: str | Path, record_id: str, out_dir: str | P
     name = name or _default_name(row)
     weights = _weights_file(row, checkpoint)
     info = model_info(row, paper)
-    from .config import parse_dataset, parse_threat_model
-    from .models import load_model
-    from .models.checkpoint import save_robustbench_layout
+    from ..config import parse_dataset, parse_threat_model
+    from ..models import load_model
+    from ..models.checkpoint import save_robustbench_layout
 
     loaded = load_model(row.fields["model"], parse_dataset(dataset), parse_threat_model(threat),
                         source=row.fields.get("source"), checkpoint=weights)
@@ -62,8 +62,8 @@ def find_row(records_dir: str | Path, record_id: str) -> Row:
 
 def model_info(row: Row, paper: PaperInfo = PaperInfo()) -> dict:
     """RobustBench's model_info fields in its order, then our extension block."""
-    from .data.datasets import split_size
-    from .config import parse_dataset
+    from ..data.datasets import split_size
+    from ..config import parse_dataset
 
     protocol = row.protocol
     if protocol.aa_version is None:
@@ -114,7 +114,7 @@ def _percent(value: float | None) -> str | None:
 
 
 def _robustbench_names(row: Row) -> tuple[str, str]:
-    from .compat import import_robustbench
+    from ..compat import import_robustbench
 
     import_robustbench()
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..attacks.pointwise import fgsm
 from ..models.features import FeatureHook
-from .plots import save_figure
+from ..results.plots import save_figure
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
+from . import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
                       parse_threat_model, to_jsonable)
 from ..errors import UserError
-from ..models import check_model_dir
-from ..options import convert_fields
+from .options import convert_fields
 
 METHODS = ("trades", "mart", "udr", "pgd-at", "fgsm-at", "n-fgsm-at")
 THREATS = ("pointwise", "w2")
@@ -113,9 +112,11 @@ _FIELDS = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
 
 def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
     """Validated config from resolved options (config file overridden by command-line flags); with ``resume``
-    the options missing come from the run's ``run.json`` (``--resume --out DIR`` alone continues that run)."""
+    the options missing come from the run's ``run.json`` (``--resume --out DIR`` alone continues that run).
+    The values only: the model folder and the ``--eval-after`` metrics are checked by
+    :func:`wdro_finetune.workflows.finetune.make_finetune_run`."""
     if options.get("resume") is True:
-        from .run_folder import with_saved_options
+        from .saved_run import with_saved_options
 
         options = with_saved_options(options)
     for key in ("model", "dataset"):
@@ -147,25 +148,11 @@ def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
                         "defined for MNIST l_inf)")
     config = FinetuneConfig(**values)
     check_device(config.device)
-    check_model_dir(config.model, config.source, dataset, threat_model, options.get("model_dir"), config.checkpoint)
-    if config.eval_after:  # checked now, not after hours of training
-        from ..evaluate.runner import make_eval_config  # (registers the metrics)
-
-        make_eval_config(eval_after_options(config))
     return config
 
 
-def eval_after_options(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Options of the ``--eval-after`` evaluation (input of ``evaluate.runner.make_eval_config``); the
-    engine adds the fine-tuned model's identity (source, method, checkpoint, training)."""
-    return {"model": cfg.model, "dataset": cfg.dataset.value, "threat_model": cfg.threat_model.value, "eps": cfg.eps,
-            "n_examples": cfg.n_eval, "metrics": ",".join(cfg.eval_after), "device": cfg.device, "seed": cfg.seed,
-            "records": cfg.records, "data_dir": cfg.data_dir,
-            "aa_version": cfg.aa_version if "autoattack" in cfg.eval_after else None}
-
-
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    """Typed values by the one strict rule of :mod:`wdro_finetune.options`; ``armor_cost_p`` may be ``inf`` and
+    """Typed values by the one strict rule of :mod:`wdro_finetune.config.options`; ``armor_cost_p`` may be ``inf`` and
     ``w2_budget_cap`` ``none`` (uncapped)."""
     out = dict(values)
     if "armor_cost_p" in out:

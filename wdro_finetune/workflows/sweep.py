@@ -35,9 +35,9 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
-from .results.records import read_records, stable_hash
-from .utils.fileio import file_lock
+from ..errors import UserError
+from ..results.records import read_records, stable_hash
+from ..utils.fileio import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +150,10 @@ def _check_job(job: Job, path: Path, check_device: bool = True) -> None:
     if not check_device:
         job = dataclasses.replace(job, evaluate={**job.evaluate, "device": "cpu"},
                                   finetune=job.finetune and {**job.finetune, "device": "cpu"})
-    from .config import check_known_keys
-    from .evaluate.runner import make_eval_config, option_names
-    from .train.config import FinetuneConfig, make_finetune_config
+    from ..config import check_known_keys
+    from ..evaluate.runner import make_eval_config, option_names
+    from ..config.finetune import FinetuneConfig
+    from .finetune import make_finetune_run
 
     try:
         if not job.evaluate.get("dataset"):
@@ -161,7 +162,7 @@ def _check_job(job: Job, path: Path, check_device: bool = True) -> None:
         make_eval_config(job.evaluate, shared_options=True)
         if job.finetune is not None:
             check_known_keys(job.finetune, set(FinetuneConfig.__dataclass_fields__), "finetune options")
-            make_finetune_config(job.finetune)
+            make_finetune_run(job.finetune)
     except UserError as exc:
         raise UserError(f"sweep file {path}, job {job.model} / {job.method} / seed {job.seed}: {exc}") from None
 
@@ -237,7 +238,7 @@ def pending_jobs(sweep: Sweep, shard: tuple[int, int] = (1, 1), job_ids: list[st
 
 def sweep_ref(path: str | Path):
     """The sweep file as the leaderboard site's reproducing commands name it, with its job ids."""
-    from .results.site import SweepRef
+    from ..results.site import SweepRef
 
     return SweepRef(str(path), frozenset(job.job_id for job in load_sweep(path, check_device=False).jobs))
 
@@ -258,8 +259,8 @@ def _done_job_ids(records: Path) -> set[str]:
 
 def run_job(job: Job, records: Path, progress: bool = False) -> dict:
     """Fine-tune (resuming if a previous attempt left checkpoints), then evaluate; returns the record."""
-    from .evaluate.runner import evaluate, make_eval_config
-    from .train.loop import finetune_or_reuse
+    from ..evaluate.runner import evaluate, make_eval_config
+    from .finetune import finetune_or_reuse
 
     options = copy.deepcopy(job.evaluate)
     options.update(records=str(records), job_id=job.job_id)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from ..config import Dataset
-from ..data.datasets import DataSplit, load_split, split_size
+from .datasets import DataSplit, load_split, split_size
 from ..errors import UserError
 
 
