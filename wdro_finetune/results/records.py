@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import UserError
-from ..utils.fileio import append_line_locked, atomic_write_bytes
+from ..utils.fileio import append_line_locked, atomic_write_bytes, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +119,36 @@ def load_per_example(records_dir: str | Path, record_id: str) -> dict[str, np.nd
         return {}
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
+
+
+def prune_records(records_dir: str | Path, job_ids: set[str], *, dry_run: bool = False) -> list[dict]:
+    """Remove the records of sweep jobs not in ``job_ids`` (superseded: their sweep entry changed, so its job
+    id did) and their per-example files; records without a ``job_id`` (evaluations run by hand) stay. The
+    records file is rewritten atomically under the appenders' lock, its other lines byte for byte (unreadable
+    lines too). Returns the removed records (with ``dry_run``: the ones that would be removed)."""
+    path = Path(records_dir) / RECORDS_FILE
+    if not path.is_file():
+        return []
+    with file_lock(path.with_name(path.name + ".lock")):
+        kept, removed = [], []
+        for raw in path.read_bytes().split(b"\n"):
+            record = _parse_line(raw)
+            stale = record is not None and record.get("job_id") is not None and record["job_id"] not in job_ids
+            (removed if stale else kept).append(record if stale else raw)
+        if dry_run or not removed:
+            return removed
+        atomic_write_bytes(path, b"\n".join(kept))
+    live = {r.get("record_id") for r in read_records(records_dir)}
+    for record in removed:
+        if record["record_id"] not in live:
+            (Path(records_dir) / "per_example" / f"{record['record_id']}.npz").unlink(missing_ok=True)
+    return removed
+
+
+def _parse_line(raw: bytes) -> dict | None:
+    """The record on a records.jsonl line, None for a blank or unreadable one."""
+    try:
+        record = json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and "record_id" in record else None
