@@ -7,14 +7,22 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..config import Dataset
+from ..config import Dataset, ThreatModel
+from ..errors import UserError
+from ..registry import unknown_name_message
+from .source import MODEL_SOURCES, RANDOM_INIT, LoadRequest, ModelEntry, ModelSource
+
+log = logging.getLogger(__name__)
 
 
 class Normalize(nn.Module):
@@ -117,3 +125,46 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         BuiltinModel("cifar10-resnet-small", Dataset.CIFAR10, PreActResNetSmall, "cifar10-resnet-small.safetensors"),
     )
 }
+
+
+class BuiltinSource(ModelSource):
+    """The architectures above, with their bundled weights (``assets/weights``); a random initialisation is
+    seeded (``init_seed``), so it is reproducible."""
+
+    name = "builtin"
+    claim_order = 1
+
+    def claims(self, model_name: str) -> bool:
+        return model_name in BUILTIN_MODELS
+
+    def names(self, dataset: Dataset | None, threat_model: ThreatModel | None, pattern: str) -> list[ModelEntry]:
+        return [ModelEntry(self.name, n, m.dataset.value) for n, m in BUILTIN_MODELS.items()
+                if dataset in (None, m.dataset)]
+
+    def build(self, request: LoadRequest, num_classes: int, pretrained: bool) -> nn.Module:
+        if request.name not in BUILTIN_MODELS:
+            raise UserError(unknown_name_message("builtin model", request.name, list(BUILTIN_MODELS)))
+        info = BUILTIN_MODELS[request.name]
+        if info.dataset != request.dataset:
+            raise UserError(f"builtin model {request.name} is for {info.dataset.value}, not {request.dataset.value}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(request.init_seed)
+            return info.factory()
+
+    def own_weights(self, request: LoadRequest) -> tuple[Path | None, str]:
+        path = bundled_weights(request.name) if request.pretrained else None
+        return (path, "bundled") if path else (None, RANDOM_INIT)
+
+
+def bundled_weights(name: str) -> Path | None:
+    """Path of the bundled pretrained weights of a builtin model, or None (random init, warned)."""
+    file_name = BUILTIN_MODELS[name].weights_file
+    if file_name:
+        path = Path(str(resources.files("wdro_finetune") / "assets" / "weights" / file_name))
+        if path.is_file():
+            return path
+    log.warning("no bundled weights for %s: using a randomly initialised model", name)
+    return None
+
+
+MODEL_SOURCES.add(BuiltinSource.name, BuiltinSource())

@@ -20,10 +20,14 @@ import sys
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
+from pathlib import Path
+
 from torch import nn
 
+from ..config import Dataset, ThreatModel
 from ..errors import UserError
 from ..registry import unknown_name_message
+from .source import MODEL_SOURCES, LoadRequest, ModelEntry, ModelSource
 
 ENTRY_POINT_GROUP = "wdro_finetune.models"
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -97,3 +101,25 @@ def create_plugin_model(name: str, num_classes: int, dataset: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise UserError(f"plugin factory {name!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
+
+
+class PluginSource(ModelSource):
+    """A user's model: ``package.module:factory`` or an installed entry point; the factory makes the weights."""
+
+    name = "plugin"
+    claim_order = 2
+
+    def claims(self, model_name: str) -> bool:
+        return is_factory_spec(model_name) or model_name in plugin_names()
+
+    def names(self, dataset: Dataset | None, threat_model: ThreatModel | None, pattern: str) -> list[ModelEntry]:
+        return [ModelEntry(self.name, n) for n in plugin_names()]
+
+    def build(self, request: LoadRequest, num_classes: int, pretrained: bool) -> nn.Module:
+        return create_plugin_model(request.name, num_classes, request.dataset.value)
+
+    def own_weights(self, request: LoadRequest) -> tuple[Path | None, str]:
+        return None, "factory"
+
+
+MODEL_SOURCES.add(PluginSource.name, PluginSource())

@@ -16,6 +16,9 @@ from ..compat import import_robustbench
 from ..config import Dataset, ThreatModel
 from ..errors import UserError
 from ..registry import unknown_name_message
+from ..utils.fileio import sha256_file
+from .checkpoint import load_weights_into
+from .source import MODEL_SOURCES, RANDOM_INIT, LoadedModel, LoadRequest, ModelEntry, ModelSource, checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +51,6 @@ def check_zoo_name(name: str, dataset: Dataset, threat_model: ThreatModel, other
     raise UserError(unknown_name_message(kind, name, candidates))
 
 
-def checkpoint_path(model_dir: str | Path, dataset: Dataset, threat_model: ThreatModel, name: str) -> Path:
-    """Where RobustBench keeps (and looks for) a model's weights."""
-    return Path(model_dir) / dataset.value / threat_model.value / f"{name}.pt"
-
-
 def load_zoo_model(name: str, dataset: Dataset, threat_model: ThreatModel, model_dir: str | Path) -> nn.Module:
     """Build a RobustBench model with its weights (downloading only if the file is absent)."""
     check_zoo_name(name, dataset, threat_model)
@@ -71,3 +69,44 @@ def load_zoo_model(name: str, dataset: Dataset, threat_model: ThreatModel, model
                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         raise UserError(f"cannot download {name} ({type(exc).__name__}); offline, put its checkpoint at {path}") from None
     return model.eval()
+
+
+class RobustBenchSource(ModelSource):
+    """The RobustBench zoo: every name no other source claims. Weights from ``checkpoint`` (into the zoo
+    architecture) or robustbench's own loader (the layout file in ``model_dir``, downloaded when absent)."""
+
+    name = "robustbench"
+    claim_order = 9
+    downloads_into_model_dir = True
+
+    def claims(self, model_name: str) -> bool:
+        return True
+
+    def names(self, dataset: Dataset | None, threat_model: ThreatModel | None, pattern: str) -> list[ModelEntry]:
+        return [ModelEntry(self.name, n, ds.value, tm.value)
+                for ds in ([dataset] if dataset else ZOO_DATASETS)
+                for tm in ([threat_model] if threat_model else ZOO_THREATS) for n in zoo_names(ds, tm)]
+
+    def build(self, request: LoadRequest, num_classes: int, pretrained: bool) -> nn.Module:
+        check_zoo_name(request.name, request.dataset, request.threat_model)
+        from robustbench.model_zoo import model_dicts
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel as RBThreat
+
+        by_threat = model_dicts[BenchmarkDataset(request.dataset.value)][RBThreat(request.threat_model.value)]
+        return by_threat[request.name]["model"]()
+
+    def load(self, request: LoadRequest) -> LoadedModel:
+        if request.checkpoint is None and not request.pretrained:
+            return LoadedModel(self.build(request, 0, False).eval(), request.name, self.name, None, None, RANDOM_INIT)
+        if request.checkpoint is None:
+            module = load_zoo_model(request.name, request.dataset, request.threat_model, request.model_dir)
+            weights = request.layout_file
+        else:
+            module, weights = self.build(request, 0, False), request.checkpoint
+            load_weights_into(module, weights, trust=request.trust_checkpoint)
+        sha = sha256_file(weights) if weights.is_file() else None
+        return LoadedModel(module.eval(), request.name, self.name, str(weights) if sha else None, sha,
+                           "checkpoint" if request.checkpoint else "robustbench")
+
+
+MODEL_SOURCES.add(RobustBenchSource.name, RobustBenchSource())

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from torch import nn
 
+from ..config import Dataset, ThreatModel
 from ..errors import UserError
 from ..registry import unknown_name_message
 from .builtin import Normalize
+from .source import IN_CHANNELS, MODEL_SOURCES, RANDOM_INIT, LoadRequest, ModelEntry, ModelSource
 
 PREFIX = "timm:"
 
@@ -36,3 +41,31 @@ def create_timm_model(name: str, num_classes: int, in_chans: int, pretrained: bo
     if len(mean) != in_chans:
         mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
     return nn.Sequential(Normalize(mean, std), net)
+
+
+class TimmSource(ModelSource):
+    """``timm:<name>``: the architecture from timm, its pretrained weights from the hub (online only)."""
+
+    name = "timm"
+    claim_order = 0
+
+    def claims(self, model_name: str) -> bool:
+        return model_name.startswith(PREFIX)
+
+    def names(self, dataset: Dataset | None, threat_model: ThreatModel | None, pattern: str) -> list[ModelEntry]:
+        return [ModelEntry(self.name, n) for n in timm_names(pattern)]
+
+    def build(self, request: LoadRequest, num_classes: int, pretrained: bool) -> nn.Module:
+        return create_timm_model(request.name, num_classes, IN_CHANNELS[request.dataset], pretrained)
+
+    def own_weights(self, request: LoadRequest) -> tuple[Path | None, str]:
+        return None, "timm-hub" if request.pretrained else RANDOM_INIT
+
+    def weights_target(self, module: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+        """A checkpoint of the bare network (no ``1.`` keys of the normalisation wrapper) goes into it."""
+        if isinstance(module, nn.Sequential) and not any(k.startswith("1.") for k in state):
+            return module[1]
+        return module
+
+
+MODEL_SOURCES.add(TimmSource.name, TimmSource())
