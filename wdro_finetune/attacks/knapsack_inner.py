@@ -60,7 +60,7 @@ from ._mode import eval_mode
 from .base import Attack
 from .losses import AttackLoss
 from .minimal_norm import _margin
-from .pointwise import (Objective, ascent_direction, check_norm, input_gradient, per_sample_norm,
+from .pointwise import (Objective, ascent_direction, check_norm, default_step, input_gradient, per_sample_norm,
                         per_sample_view, project_to_ball)
 from .ramp import ScalesDelta
 from .wasserstein import rescale_budgets
@@ -248,7 +248,7 @@ def _pgd_in_radii(model: nn.Module, x0: torch.Tensor, x_adv: torch.Tensor, grad:
     """``steps`` ascent steps of 2.5 r_i / steps on the objective inside the per-sample balls, each iterate
     offered to ``best``; ``grad``: the gradient for the first step (the probe's), else computed at ``x_adv``."""
     r = radii.to(x0.dtype)
-    step = per_sample_view(2.5 * r / max(1, steps), x0)
+    step = per_sample_view(default_step(r, steps), x0)
     for k in range(steps):
         if grad is None or k > 0:
             grad, values, _ = input_gradient(model, x_adv, objective)

@@ -34,8 +34,9 @@ _STEP_FACTOR = 2.5  # default step 2.5 eps / K (Madry et al. 2018)
 FGSM_STEP_FACTOR = 1.25  # FGSM with random start: one step of 1.25 eps (Wong et al. 2020)
 
 
-def default_step(eps: float, steps: int) -> float:
-    """The default step of a K-step pointwise attack: 2.5 eps / K (same units as eps)."""
+def default_step(eps: float | torch.Tensor, steps: int) -> float | torch.Tensor:
+    """The default step of a K-step pointwise attack: 2.5 eps / K, same units as eps (a number, or per-sample
+    radii (N,))."""
     return _STEP_FACTOR * eps / max(1, steps)
 
 

@@ -36,7 +36,7 @@ RESUMABLE_CHANGES = ("steps", "epochs", "out", "resume", "eval_after", "device",
 
 @dataclass(frozen=True)
 class ModelData:
-    """The model, its data and the run's randomness and device (the plain fields are the shared model flags)."""
+    """The model, its start and training data, the randomness and device (with the model and data flags)."""
 
     model: str
     dataset: Dataset
@@ -76,7 +76,7 @@ class Optimisation:
 
 @dataclass(frozen=True)
 class Outputs:
-    """The run folder, checkpoints and the ``--eval-after`` evaluation of the result."""
+    """The run folder, its checkpoints and the evaluation of the result (--eval-after)."""
 
     out: str = option("runs/finetune", "run folder")
     checkpoint_every: int = option(100, "steps between checkpoints")
@@ -95,13 +95,13 @@ class FinetuneConfig:
     :func:`make_finetune_config`); whole groups may be passed too (``outputs=Outputs(...)``), and flat values
     override them, so ``dataclasses.replace(cfg, resume=True)`` works."""
 
-    data: ModelData
-    optimisation: Optimisation
-    outputs: Outputs
-    base: BaseLossOptions
-    inner: InnerOptions
+    setup: ModelData
+    base_loss: BaseLossOptions
+    inner_maximiser: InnerOptions
     reweighting: ReweightOptions
     regularizer: RegularizerOptions
+    optimisation: Optimisation
+    outputs: Outputs
 
     def __init__(self, **values: Any):
         for group, cls in _groups().items():
@@ -135,6 +135,12 @@ def _groups() -> dict[str, type]:
 @lru_cache(maxsize=None)
 def _group_of() -> dict[str, str]:
     return {name: group for group, cls in _groups().items() for name in flat_fields(cls)}
+
+
+def option_groups() -> dict[str, type]:
+    """{title: option dataclass} of the groups of :class:`FinetuneConfig`, in order (the command line's flag
+    groups)."""
+    return {name.replace("_", " "): cls for name, cls in _groups().items()}
 
 
 def finetune_fields() -> dict[str, dataclasses.Field]:

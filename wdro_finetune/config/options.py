@@ -153,7 +153,7 @@ def add_options(parser, cls: type, skip: tuple[str, ...] = ()) -> None:
             continue
         meta = f.metadata
         flag = meta["flag"] or option_label(f.name)
-        shown = f.default if f.default is not dataclasses.MISSING else None
+        shown = f.default if f.default is not dataclasses.MISSING and not meta.get("action") else None
         text = meta["help"] + ("" if shown is None or "default" in meta["help"] else f" (default: {_shown(shown)})")
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
         if meta["choices"]:
