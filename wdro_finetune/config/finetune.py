@@ -21,8 +21,7 @@ from . import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse
                parse_threat_model, to_jsonable)
 from ..errors import UserError
 from .options import convert_fields, flat_fields, option
-from .parts import (DISTANCES, METHODS, MINERS, REWEIGHTS, THREATS, TRIPLETS, W2_INNERS, BaseLossOptions,  # noqa: F401
-                    InnerOptions, RegularizerOptions, ReweightOptions)
+from .parts import BaseLossOptions, InnerOptions, RegularizerOptions, ReweightOptions
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
