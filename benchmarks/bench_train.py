@@ -101,7 +101,7 @@ def component_costs(batch: int, feature_dim: int, repeats: int = 200) -> dict[st
     """CPU seconds of the added parts alone (forward + backward on per-sample losses (batch,) and features
     (batch, feature_dim)): what re-weighting and the triplet term add to a step, free of step-time noise."""
     from wdro_finetune.methods.regularizers import TripletTerm
-    from wdro_finetune.methods.reweight import make_aggregator
+    from wdro_finetune.methods.parts import make_aggregator
 
     gen = torch.Generator().manual_seed(0)
     losses = torch.rand(batch, generator=gen, requires_grad=True)

@@ -205,94 +205,23 @@ def _summary_line(record: dict) -> str:
 # ---------------------------------------------------------------- finetune
 
 def _add_finetune(p: argparse.ArgumentParser) -> None:
-    from .config.finetune import (DISTANCES, METHODS, MINERS, OPTIMIZERS, REWEIGHTS, SCHEDULES, THREATS, TRIPLETS,
-                               W2_INNERS)
+    """The shared model flags, then one flag group per option group of the fine-tuning config (flags, help,
+    defaults and choices from the groups' fields: :mod:`wdro_finetune.config.finetune`)."""
+    from .config.finetune import option_groups
+    from .config.options import add_options
 
     _add_model_args(p)
-    g = p.add_argument_group("method")
-    g.add_argument("--method", default=None, choices=METHODS, help="base method (default trades)")
-    g.add_argument("--threat", default=None, choices=THREATS,
-                   help="pointwise eps-ball, or w2: W-DRO (W_2 ball of radius --delta over the batch)")
-    g.add_argument("--delta", default=None, help="W_2 radius in [0,1] pixel units (default: eps)")
-    g.add_argument("--w2-budget-cap", default=None,
-                   help="with --threat w2: no image's budget exceeds this (>= delta; default: none)")
-    g.add_argument("--w2-stop-flipped", default=None, action=argparse.BooleanOptionalAction,
-                   help="with --threat w2: an image's budget stops growing once its prediction has flipped "
-                        "(budget goes to images not yet flipped; default: off)")
-    g.add_argument("--w2-inner", default=None, choices=W2_INNERS,
-                   help="with --threat w2: the inner maximiser, budget (W-PGD-budget, default) or knapsack "
-                        "(radii from estimated distances to the boundary, allocated like the exact W_2 worst case)")
-    g.add_argument("--beta", default=None, help="TRADES weight of the KL term (default 6)")
-    g.add_argument("--inner-steps", default=None, help="attack steps of the inner maximisation (default 10)")
-    g.add_argument("--inner-step-size", default=None,
-                   help="step of the pointwise inner attack in [0,1] pixel units (default 2.5*eps/K; fgsm-at 1.25*eps; n-fgsm-at eps)")
-    g.add_argument("--eps-ramp", default=None,
-                   help="eps warm-up: the inner radius and step grow linearly from 1/N to full over the first N "
-                        "steps (default 0: none)")
-    g.add_argument("--init", default=None, help="continue | reinit-head | perturb:SIGMA (default continue)")
-    g.add_argument("--reweight", default=None, choices=REWEIGHTS, help="ARMOR_D re-weighting (default none)")
-    g.add_argument("--armor-eps", default=None, help="ARMOR_D divergence budget (default 0.02 KL, 0.5 alpha)")
-    g.add_argument("--armor-kappa", default=None, help="armor-kl temperature floor (default 0.1)")
-    g.add_argument("--armor-alpha", default=None, help="armor-alpha divergence order > 1 (default 6)")
-    g.add_argument("--armor-t", default=None, help="weight of clean CE mixed into the ARMOR_D loss (default 0.5)")
-    g.add_argument("--armor-lr", default=None, help="learning rate of learned ARMOR_D scalars (default: --lr); "
-                   "follows the schedule")
-    g.add_argument("--armor-cost-weight", default=None,
-                   help="soft-ball transport: the attacker pays W * ||x'-x||_p^q instead of a hard eps-ball, and "
-                        "the per-sample losses include -cost (default 0: hard ball)")
-    g.add_argument("--armor-cost-p", default=None, help="norm of the transport cost: 1, 2 or inf (default 2)")
-    g.add_argument("--armor-cost-q", default=None, help="exponent of the transport cost (default 2)")
-    g.add_argument("--pretrained", default=None, action=argparse.BooleanOptionalAction,
-                   help="start from the source's pretrained weights (--no-pretrained: random init)")
-    g.add_argument("--triplet", default=None, choices=TRIPLETS,
-                   help="angular triplet regulariser: sa = sensitivity positives (the base's adversarial "
-                        "examples), ia = invariance positives (MNIST; generated once with the fast grid and "
-                        "cached in --inv-cache), sa+ia = both (default none)")
-    g.add_argument("--triplet-margin", default=None, help="triplet margin (default 0.05, TLA MNIST)")
-    g.add_argument("--triplet-weight-sa", default=None, help="weight of L_sa (default 0.5)")
-    g.add_argument("--triplet-weight-ia", default=None, help="weight of L_ia (default 0.5)")
-    g.add_argument("--inv-cache", default=None, help="invariance cache folder (default cache/invariance)")
-    g.add_argument("--triplet-norm-weight", default=None, help="feature-norm penalty weight (default 1e-4)")
-    g.add_argument("--triplet-distance", default=None, choices=DISTANCES,
-                   help="angular distance: 1 - |cos| as in TLA (default abs-cosine), or the signed 1 - cos")
-    g.add_argument("--triplet-miner", default=None, choices=MINERS,
-                   help="negatives: nearest different-class member of the pool (TLA, default), semi-hard "
-                        "(FaceNet: nearest farther than the positive), random")
-    g.add_argument("--triplet-pool", default=None, help="negative pool size in batches (default 1)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", default=None, help="epochs over the training data")
-    g.add_argument("--steps", default=None, help="optimiser steps (default 500 if no --epochs)")
-    g.add_argument("--lr", default=None, help="peak learning rate (default 0.01)")
-    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="default sgd (momentum 0.9, nesterov)")
-    g.add_argument("--schedule", default=None, choices=SCHEDULES, help="default cosine")
-    g.add_argument("--warmup", default=None, help="linear warm-up steps (default 0)")
-    g.add_argument("--weight-decay", default=None, help="default 5e-4")
-    g.add_argument("--grad-clip", default=None, help="max global gradient norm (default off)")
-    g.add_argument("--train-subset", default=None, help="use the first N training images")
-    g.add_argument("--holdout", default=None, help="training images held out for the per-epoch "
-                   "PGD check (default 500)")
-    g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
-                   help="bf16 autocast (default: on for CUDA)")
-    g.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
-                   help="channels_last memory format (default: on for CUDA)")
-    g = p.add_argument_group("outputs")
-    g.add_argument("--out", default=None, help="run folder (default runs/finetune)")
-    g.add_argument("--checkpoint-every", default=None, help="steps between checkpoints (default 100)")
-    g.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
-    g.add_argument("--eval-after", default=None, help="metrics to evaluate on the result, e.g. clean,autoattack")
-    g.add_argument("--n-eval", default=None, help="test examples for --eval-after (default 1000)")
-    g.add_argument("--aa-version", default=None, help="AutoAttack version for --eval-after (default standard)")
-    g.add_argument("--records", default=None, help="records folder for --eval-after (default ./results)")
+    for title, cls in option_groups().items():
+        add_options(p.add_argument_group(title, (cls.__doc__ or "").strip().splitlines()[0]), cls)
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
     from .config import check_known_keys
-    from .config.finetune import FinetuneConfig
+    from .config.finetune import finetune_fields
     from .workflows.finetune import finetune, make_finetune_run
 
     options = resolve_options(args)
-    check_known_keys(options, _option_names(_add_finetune) | set(FinetuneConfig.__dataclass_fields__),
-                     "finetune options")
+    check_known_keys(options, _option_names(_add_finetune) | set(finetune_fields()), "finetune options")
     config = make_finetune_run(options)
     result = finetune(config, progress=True)
     if result.already_finished:

@@ -1,4 +1,5 @@
-"""Inner-maximiser options: the pointwise step size and the eps warm-up (RadiusRamp)."""
+"""Inner-maximiser options: the pointwise step size and the eps warm-up (RadiusRamp); the inner maximisers are
+Attack objects called with the base's loss."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from torch import nn
 
 from wdro_finetune.errors import UserError
 from wdro_finetune.methods.factory import build_objective
-from wdro_finetune.methods.maximizers import (KnapsackMaximizer, NoiseFgsmMaximizer, PointwiseMaximizer, RadiusRamp,
-                                             WassersteinMaximizer)
+from wdro_finetune.attacks.budget_inner import WPGDBudget
+from wdro_finetune.attacks.knapsack_inner import WPGDKnapsack
+from wdro_finetune.attacks.pointwise import PGD, NoiseFGSM
+from wdro_finetune.attacks.ramp import RadiusRamp
 from wdro_finetune.config.finetune import make_finetune_config
 
 BASE = dict(model="mnist-smallcnn", dataset="mnist", eps=0.3, steps=10)
@@ -20,18 +23,18 @@ def _model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
 
 
-def _ce(y):
-    return lambda logits: nn.functional.cross_entropy(logits, y, reduction="none")
+def _ce(logits, y):
+    return nn.functional.cross_entropy(logits, y, reduction="none")
 
 
 def test_the_ramp_scales_the_radius_linearly_then_holds_it():
     x = torch.rand(32, 1, 4, 4)
     y = torch.randint(0, 3, (32,))
-    ramp = RadiusRamp(PointwiseMaximizer(eps=0.3, steps=1, step_size=0.375, start="uniform"), ramp_steps=4)
+    ramp = RadiusRamp(PGD(eps=0.3, steps=1, step_size=0.375, start="uniform"), ramp_steps=4)
     largest = []
     for step in range(6):
         ramp.set_step(step)
-        x_adv = ramp(_model(), x, _ce(y), torch.Generator().manual_seed(step))
+        x_adv = ramp(_model(), x, y, loss=_ce, generator=torch.Generator().manual_seed(step))
         largest.append((x_adv - x).abs().max().item())
     limits = [0.075, 0.15, 0.225, 0.3, 0.3, 0.3]
     for got, limit in zip(largest, limits):
@@ -44,12 +47,12 @@ def test_a_ramped_attack_equals_the_attack_built_at_the_smaller_radius():
     x = torch.rand(8, 1, 4, 4)
     y = torch.randint(0, 3, (8,))
     model = _model()
-    ramp = RadiusRamp(PointwiseMaximizer(eps=0.2, steps=3, start="uniform"), ramp_steps=10)
+    ramp = RadiusRamp(PGD(eps=0.2, steps=3, start="uniform"), ramp_steps=10)
     ramp.set_step(4)  # factor 0.5
-    got = ramp(model, x, _ce(y), torch.Generator().manual_seed(1))
-    want = PointwiseMaximizer(eps=0.1, steps=3, start="uniform")(model, x, _ce(y), torch.Generator().manual_seed(1))
+    got = ramp(model, x, y, loss=_ce, generator=torch.Generator().manual_seed(1))
+    want = PGD(eps=0.1, steps=3, start="uniform")(model, x, y, loss=_ce, generator=torch.Generator().manual_seed(1))
     assert torch.equal(got, want)
-    w2 = WassersteinMaximizer(delta=0.1, budget_cap=0.3).scaled(0.5)
+    w2 = WPGDBudget(delta=0.1, budget_cap=0.3).scaled(0.5)
     assert (w2.delta, w2.budget_cap) == (0.05, 0.15)
 
 
@@ -78,7 +81,7 @@ def test_n_fgsm_steps_from_wide_noise_without_projection():
     x = torch.rand(64, 1, 4, 4)
     y = torch.randint(0, 3, (64,))
     model = _model()
-    got = NoiseFgsmMaximizer(eps=0.1)(model, x, _ce(y), torch.Generator().manual_seed(5))
+    got = NoiseFGSM(eps=0.1)(model, x, y, loss=_ce, generator=torch.Generator().manual_seed(5))
     # by hand: uniform noise in the 2*eps box from the same generator, then one signed step of eps, clip to [0, 1]
     noise = 0.2 * (2.0 * torch.rand(x.shape, generator=torch.Generator().manual_seed(5)) - 1.0)
     x_noise = (x + noise).clamp(0.0, 1.0).requires_grad_(True)
@@ -92,7 +95,7 @@ def test_n_fgsm_steps_from_wide_noise_without_projection():
 
 def test_n_fgsm_is_a_method():
     obj = build_objective(make_finetune_config(dict(BASE, method="n-fgsm-at")))
-    assert isinstance(obj.base.maximizer, NoiseFgsmMaximizer) and obj.label == "n-fgsm-at"
+    assert isinstance(obj.base.maximizer, NoiseFGSM) and obj.label == "n-fgsm-at"
 
 
 # ---------------------------------------------------------------- --w2-inner knapsack
@@ -102,13 +105,13 @@ W2K = dict(BASE, threat="w2", w2_inner="knapsack", delta=0.1, inner_steps=3)
 
 def test_factory_builds_the_knapsack_maximizer_with_delta_cap_and_ramp():
     maximizer = build_objective(make_finetune_config(dict(W2K, w2_budget_cap=0.3))).base.maximizer
-    assert isinstance(maximizer, KnapsackMaximizer)
+    assert isinstance(maximizer, WPGDKnapsack)
     assert (maximizer.delta, maximizer.budget_cap, maximizer.steps, maximizer.norm) == (0.1, 0.3, 3, "Linf")
-    assert maximizer.scaled(0.5) == KnapsackMaximizer(delta=0.05, budget_cap=0.15, steps=3)
+    assert maximizer.scaled(0.5) == WPGDKnapsack(delta=0.05, budget_cap=0.15, steps=3)
     ramped = build_objective(make_finetune_config(dict(W2K, eps_ramp=4))).base.maximizer
-    assert isinstance(ramped, RadiusRamp) and isinstance(ramped.inner, KnapsackMaximizer)
+    assert isinstance(ramped, RadiusRamp) and isinstance(ramped.inner, WPGDKnapsack)
     default = build_objective(make_finetune_config(dict(BASE, threat="w2"))).base.maximizer
-    assert isinstance(default, WassersteinMaximizer)  # W-PGD-budget stays the default
+    assert isinstance(default, WPGDBudget)  # W-PGD-budget stays the default
 
 
 def test_knapsack_composes_with_armor_and_the_triplet_term_and_gets_the_labels():

@@ -15,9 +15,9 @@ from wdro_finetune.methods.reweight import (
     ArmorKLLearned,
     MeanAggregator,
     aggregator_param_groups,
-    make_aggregator,
     mix_with_clean,
 )
+from wdro_finetune.methods.parts import make_aggregator
 
 
 def _losses(values):

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from wdro_finetune.config import Dataset, ThreatModel
 from wdro_finetune.methods.base import Trades
-from wdro_finetune.methods.maximizers import PointwiseMaximizer, WassersteinMaximizer
+from wdro_finetune.attacks.budget_inner import WPGDBudget
+from wdro_finetune.attacks.pointwise import PGD
 from wdro_finetune.models import load_model
 from wdro_finetune.config.finetune import make_finetune_config
 from wdro_finetune.train.loop import finetune
@@ -53,7 +54,7 @@ def test_trades_per_sample_loss_matches_hand_computation():
     y = torch.tensor([0, 2])
     # zero steps: x' is the TRADES start x + 0.001 N(0,1) under this generator, reproduced by hand below
     gen = torch.Generator().manual_seed(0)
-    out = Trades(PointwiseMaximizer(eps=0.1, steps=0, start="normal"), beta=6.0)(model, x, y, gen)
+    out = Trades(PGD(eps=0.1, steps=0, start="normal"), beta=6.0)(model, x, y, gen)
     noise = 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     x_adv = (x + noise).clamp(0, 1)
     w, b = model.fc.weight.detach().double(), model.fc.bias.detach().double()
@@ -71,7 +72,7 @@ def test_w2_with_vanishing_delta_gives_the_clean_training_signal():
     torch.manual_seed(0)
     model = load_model("mnist-smallcnn", Dataset.MNIST, ThreatModel.LINF, pretrained=False).module.train()
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    out = Trades(WassersteinMaximizer(delta=1e-9, steps=3), beta=6.0)(model, x, y, torch.Generator().manual_seed(1))
+    out = Trades(WPGDBudget(delta=1e-9, steps=3), beta=6.0)(model, x, y, torch.Generator().manual_seed(1))
     grad_trades = torch.autograd.grad(out.per_sample.mean(), list(model.parameters()))
     grad_clean = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
     for a, b in zip(grad_trades, grad_clean):

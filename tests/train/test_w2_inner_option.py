@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from wdro_finetune.cli import main
-from wdro_finetune.config.finetune import FinetuneConfig, make_finetune_config
+from wdro_finetune.config.finetune import finetune_fields, make_finetune_config
 
 FT = ["finetune", "--model", "mnist-smallcnn", "--dataset", "mnist", "--no-pretrained", "--train-subset", "32",
       "--holdout", "0", "--batch-size", "16", "--inner-steps", "2", "--schedule", "constant", "--threat", "w2"]
@@ -31,5 +31,5 @@ def test_a_config_file_sets_it_and_the_default_is_w_pgd_budget(tmp_path):
     out = tmp_path / "run"
     assert main(FT + ["--config", str(config), "--out", str(out)]) == 0
     assert json.loads((out / "run.json").read_text())["config"]["w2_inner"] == "knapsack"
-    assert FinetuneConfig.__dataclass_fields__["w2_inner"].default == "budget"
+    assert finetune_fields()["w2_inner"].default == "budget"
     assert make_finetune_config(dict(model="m", dataset="mnist", threat="w2")).w2_inner == "budget"

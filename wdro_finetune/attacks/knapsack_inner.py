@@ -57,9 +57,12 @@ from torch import nn
 
 from ..distributed import all_gather_cat, global_max, local_sums
 from ._mode import eval_mode
+from .base import Attack
+from .losses import AttackLoss
 from .minimal_norm import _margin
-from .pointwise import (Objective, ascent_direction, check_norm, input_gradient, per_sample_norm,
+from .pointwise import (Objective, ascent_direction, check_norm, default_step, input_gradient, per_sample_norm,
                         per_sample_view, project_to_ball)
+from .ramp import ScalesDelta
 from .wasserstein import rescale_budgets
 
 MARGIN_FACTOR = 1.25  # radius asked for = factor * estimated distance (docstring, point 2)
@@ -129,6 +132,24 @@ def w_pgd_knapsack_details(model: nn.Module, x: torch.Tensor, objective: Objecti
             x_adv = (x0 + per_sample_view(radii.to(x0.dtype), x0) * direction).clamp(0.0, 1.0)
         _pgd_in_radii(model, x0, x_adv, grad, radii, objective, steps - 1, norm, best)
     return KnapsackAttack(best.x, radii, estimate, first, required, best.values)
+
+
+@dataclass(frozen=True)
+class WPGDKnapsack(ScalesDelta, Attack):
+    """:func:`w_pgd_knapsack` as an attack (the margins are taken to the labels ``y``). Deterministic: no random
+    start, so ``generator`` is unused."""
+
+    delta: float
+    norm: str = "Linf"
+    steps: int = 10
+    budget_cap: float | None = None
+    margin_factor: float = MARGIN_FACTOR
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
+                generator: torch.Generator | None) -> torch.Tensor:
+        return w_pgd_knapsack(model, x, lambda logits: loss(logits, y), delta=self.delta, norm=self.norm,
+                              steps=self.steps, budget_cap=self.budget_cap, labels=y,
+                              margin_factor=self.margin_factor)
 
 
 def knapsack_radii(required: torch.Tensor, delta: float, cap: float | None = None,
@@ -227,7 +248,7 @@ def _pgd_in_radii(model: nn.Module, x0: torch.Tensor, x_adv: torch.Tensor, grad:
     """``steps`` ascent steps of 2.5 r_i / steps on the objective inside the per-sample balls, each iterate
     offered to ``best``; ``grad``: the gradient for the first step (the probe's), else computed at ``x_adv``."""
     r = radii.to(x0.dtype)
-    step = per_sample_view(2.5 * r / max(1, steps), x0)
+    step = per_sample_view(default_step(r, steps), x0)
     for k in range(steps):
         if grad is None or k > 0:
             grad, values, _ = input_gradient(model, x_adv, objective)

@@ -7,23 +7,90 @@ gradient is its own: per-sample losses are summed, never averaged, before differ
 
 - l_inf steps: x <- clip(x + a * sign(g)); l_2 steps: x <- clip(x + a * g / ||g||_2).
 - Projection onto the ball (not the sphere): a perturbation already inside is left alone.
+
+The training inner maximisers are :class:`~.base.Attack` objects: :class:`PGD` (normal or uniform start),
+:class:`FGSM` (random start) and :class:`NoiseFGSM` (N-FGSM); their default step is :func:`default_step`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ._mode import eval_mode
-from .losses import LossSpec, get_attack_loss
+from .base import Attack
+from .losses import AttackLoss, LossSpec, get_attack_loss
+from .ramp import ScalesEps
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 NORMS = ("Linf", "L2")
 STARTS = ("none", "uniform", "normal")
 _TRADES_START_STD = 0.001
+_STEP_FACTOR = 2.5  # default step 2.5 eps / K (Madry et al. 2018)
+FGSM_STEP_FACTOR = 1.25  # FGSM with random start: one step of 1.25 eps (Wong et al. 2020)
+
+
+def default_step(eps: float | torch.Tensor, steps: int) -> float | torch.Tensor:
+    """The default step of a K-step pointwise attack: 2.5 eps / K, same units as eps (a number, or per-sample
+    radii (N,))."""
+    return _STEP_FACTOR * eps / max(1, steps)
+
+
+@dataclass(frozen=True)
+class PGD(ScalesEps, Attack):
+    """K-step PGD (Madry et al. 2018) in the eps-ball (l_inf or l_2, pixel units of [0, 1]); ``start`` 'uniform'
+    (PGD-AT), 'normal' (TRADES: x + 0.001 N(0, 1)) or 'none'; ``step_size`` None: :func:`default_step`."""
+
+    eps: float
+    norm: str = "Linf"
+    steps: int = 10
+    step_size: float | None = None
+    start: str = "uniform"
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
+                generator: torch.Generator | None) -> torch.Tensor:
+        step = self.step_size if self.step_size is not None else default_step(self.eps, self.steps)
+        return pgd_maximize(model, x, lambda logits: loss(logits, y), eps=self.eps, norm=self.norm,
+                            steps=self.steps, step_size=step, start=self.start, generator=generator)
+
+
+@dataclass(frozen=True)
+class FGSM(ScalesEps, Attack):
+    """FGSM with random start (Wong et al. 2020): a uniform point of the eps-ball, one step of ``step_size``
+    (default 1.25 eps), projected to the ball and [0, 1]."""
+
+    eps: float
+    norm: str = "Linf"
+    step_size: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.step_size is None:
+            object.__setattr__(self, "step_size", FGSM_STEP_FACTOR * self.eps)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
+                generator: torch.Generator | None) -> torch.Tensor:
+        return pgd_maximize(model, x, lambda logits: loss(logits, y), eps=self.eps, norm=self.norm, steps=1,
+                            step_size=self.step_size, start="uniform", generator=generator)
+
+
+@dataclass(frozen=True)
+class NoiseFGSM(ScalesEps, Attack):
+    """N-FGSM (de Jorge et al. 2022): uniform noise in the (noise_scale * eps)-ball, one step of ``step_size``
+    (default eps), no projection to the eps-ball (:func:`noise_fgsm_maximize`)."""
+
+    eps: float
+    norm: str = "Linf"
+    noise_scale: float = 2.0
+    step_size: float | None = None
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
+                generator: torch.Generator | None) -> torch.Tensor:
+        return noise_fgsm_maximize(model, x, lambda logits: loss(logits, y), eps=self.eps, norm=self.norm,
+                                   noise_scale=self.noise_scale, step_size=self.step_size, generator=generator)
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "Linf",

@@ -14,7 +14,10 @@ import torch
 from torch import nn
 
 from ._mode import eval_mode
-from .pointwise import Objective, ascent_direction, check_norm, input_gradient
+from .base import Attack
+from .losses import AttackLoss
+from .pointwise import Objective, ascent_direction, check_norm, default_step, input_gradient
+from .ramp import ScalesEps
 
 
 @dataclass(frozen=True)
@@ -59,3 +62,21 @@ def soft_ball_maximize(model: nn.Module, x: torch.Tensor, objective: Objective, 
             grad = grad - cost.gradient(x_adv - x0)
             x_adv = (x_adv + step_size * ascent_direction(grad, norm)).clamp_(0.0, 1.0)
     return x_adv.detach()
+
+
+@dataclass(frozen=True)
+class SoftBallAttack(ScalesEps, Attack):
+    """:func:`soft_ball_maximize` as an attack: K steps on loss - cost(x' - x), only box-clipped; the step
+    defaults to :func:`~.pointwise.default_step` (eps sets the scale of the moves, not a limit)."""
+
+    eps: float
+    cost: TransportCost
+    norm: str = "Linf"
+    steps: int = 10
+    step_size: float | None = None
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
+                generator: torch.Generator | None) -> torch.Tensor:
+        step = self.step_size if self.step_size is not None else default_step(self.eps, self.steps)
+        return soft_ball_maximize(model, x, lambda logits: loss(logits, y), self.cost, norm=self.norm,
+                                  steps=self.steps, step_size=step, generator=generator)

@@ -1,26 +1,30 @@
-"""The fine-tuning configuration: one frozen dataclass, validated from CLI / config-file options."""
+"""The fine-tuning configuration: a frozen dataclass composed of option groups, validated from CLI /
+config-file options.
+
+The groups: :class:`ModelData`, :class:`Optimisation`, :class:`Outputs` and one group per part kind of the
+training method (:mod:`wdro_finetune.config.parts`). Users name options flat (``--beta``, ``beta:`` in a config
+file or a sweep, ``cfg.beta`` in code, ``cfg.to_json()["beta"]``); each flat name belongs to exactly one group.
+Fields made with :func:`~.options.option` are also command-line flags (the others come from the shared model
+flags, or are config-file keys only).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+import typing
+from dataclasses import MISSING, dataclass
+from functools import lru_cache
 from typing import Any
 
 from . import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
-                      parse_threat_model, to_jsonable)
+               parse_threat_model, to_jsonable)
 from ..errors import UserError
-from .options import convert_fields
+from .options import convert_fields, flat_fields, option
+from .parts import BaseLossOptions, InnerOptions, RegularizerOptions, ReweightOptions
 
-METHODS = ("trades", "mart", "udr", "pgd-at", "fgsm-at", "n-fgsm-at")
-THREATS = ("pointwise", "w2")
-W2_INNERS = ("budget", "knapsack")  # W-PGD-budget, W-PGD-knapsack (the inner maximiser of --threat w2)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
-REWEIGHTS = ("none", "armor-kl", "armor-kl-learned", "armor-alpha")
-TRIPLETS = ("none", "sa", "ia", "sa+ia")
-MINERS = ("nearest", "semi-hard", "random")
-DISTANCES = ("abs-cosine", "cosine")  # 1 - |cos| (TLA) or the signed 1 - cos
 
 UNCAPPED = "none"  # --w2-budget-cap none: the uncapped W_2 budgets of the paper
 
@@ -30,73 +34,87 @@ RESUMABLE_CHANGES = ("steps", "epochs", "out", "resume", "eval_after", "device",
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """A fine-tuning run. Budgets (eps, delta) in pixel units of [0, 1]; lr per optimiser step."""
+class ModelData:
+    """The model, its start and training data, the randomness and device (with the model and data flags)."""
 
     model: str
     dataset: Dataset
     threat_model: ThreatModel
     eps: float
-    method: str = "trades"
-    threat: str = "pointwise"
-    delta: float | None = None  # W_2 radius; defaults to eps
-    w2_budget_cap: float | None = None  # per-sample cap on the W_2 budgets; with --threat w2 it defaults to
-    # max(eps, delta); None (``--w2-budget-cap none``): uncapped, only the [0, 1] box (the paper's variant)
-    w2_stop_flipped: bool = False  # budgets of images whose prediction already flipped stop growing
-    w2_inner: str = "budget"  # W_2 inner maximiser: budget (W-PGD-budget) or knapsack (W-PGD-knapsack)
-    beta: float = 6.0
-    inner_steps: int = 10
-    inner_step_size: float | None = None  # pointwise attacks' step (None: 2.5 eps / K; FGSM 1.25 eps)
-    eps_ramp: int = 0  # eps warm-up: the inner radius grows linearly over this many steps (0: none)
-    init: str = "continue"
-    epochs: int | None = None
-    steps: int | None = None
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = True
-    schedule: str = "cosine"
-    warmup: int = 0
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    train_subset: int | None = None
-    holdout: int = 500
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "cpu"
-    amp: bool | None = None  # bf16 autocast; default on for CUDA
-    channels_last: bool | None = None
-    out: str = "runs/finetune"
-    checkpoint_every: int = 100
-    resume: bool = False
-    eval_after: tuple[str, ...] = ()
-    n_eval: int = 1000
-    aa_version: str = "standard"
-    records: str = "results"
     source: str | None = None
     checkpoint: str | None = None
     model_dir: str = "models"
     data_dir: str | None = None
     trust_checkpoint: bool = False
-    inv_cache: str = "cache/invariance"  # invariance examples for L_ia (generated once, then reused)
-    pretrained: bool = True  # start from the source's pretrained weights (False: random init)
-    reweight: str = "none"
-    armor_eps: float | None = None
-    armor_kappa: float = 0.1
-    armor_alpha: float = 6.0
-    armor_t: float = 0.5
-    armor_lr: float | None = None
-    armor_cost_weight: float = 0.0  # soft-ball transport cost weight (0: hard eps-ball)
-    armor_cost_p: float = 2.0
-    armor_cost_q: float = 2.0
-    triplet: str = "none"
-    triplet_margin: float = 0.05
-    triplet_weight_sa: float = 0.5
-    triplet_weight_ia: float = 0.5
-    triplet_norm_weight: float = 1e-4
-    triplet_miner: str = "nearest"
-    triplet_pool: int = 1
-    triplet_distance: str = "abs-cosine"
+    pretrained: bool = option(True, "start from the source's pretrained weights (--no-pretrained: random init)")
+    init: str = option("continue", "continue | reinit-head | perturb:SIGMA")
+    train_subset: int | None = option(None, "use the first N training images")
+    holdout: int = option(500, "training images held out for the per-epoch PGD check")
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Optimisation:
+    """Optimiser, schedule and length; lr per optimiser step."""
+
+    epochs: int | None = option(None, "epochs over the training data")
+    steps: int | None = option(None, "optimiser steps (default 500 if no --epochs)")
+    lr: float = option(0.01, "peak learning rate")
+    optimizer: str = option("sgd", "optimiser (sgd: momentum 0.9, nesterov)", choices=OPTIMIZERS)
+    momentum: float = 0.9
+    nesterov: bool = True
+    schedule: str = option("cosine", "learning-rate schedule after the warm-up", choices=SCHEDULES)
+    warmup: int = option(0, "linear warm-up steps")
+    weight_decay: float = option(5e-4, "weight decay (not on biases and norms)")
+    batch_size: int = 128
+    grad_clip: float | None = option(None, "max global gradient norm (default off)")
+    amp: bool | None = option(None, "bf16 autocast (default: on for CUDA)")
+    channels_last: bool | None = option(None, "channels_last memory format (default: on for CUDA)")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The run folder, its checkpoints and the evaluation of the result (--eval-after)."""
+
+    out: str = option("runs/finetune", "run folder")
+    checkpoint_every: int = option(100, "steps between checkpoints")
+    resume: bool = option(False, "continue the run in --out", action="store_true")
+    eval_after: tuple[str, ...] = option((), "metrics to evaluate on the result, e.g. clean,autoattack")
+    n_eval: int = option(1000, "test examples for --eval-after")
+    aa_version: str = option("standard", "AutoAttack version for --eval-after")
+    records: str = option("results", "records folder for --eval-after")
+
+
+@dataclass(frozen=True, init=False)
+class FinetuneConfig:
+    """A fine-tuning run: option groups, read by their flat names (``cfg.beta``, ``cfg.out``).
+
+    ``FinetuneConfig(model=..., dataset=..., beta=1.0)`` builds it from flat values (unchecked: use
+    :func:`make_finetune_config`); whole groups may be passed too (``outputs=Outputs(...)``), and flat values
+    override them, so ``dataclasses.replace(cfg, resume=True)`` works."""
+
+    setup: ModelData
+    base_loss: BaseLossOptions
+    inner_maximiser: InnerOptions
+    reweighting: ReweightOptions
+    regularizer: RegularizerOptions
+    optimisation: Optimisation
+    outputs: Outputs
+
+    def __init__(self, **values: Any):
+        for group, cls in _groups().items():
+            own = {k: values.pop(k) for k in flat_fields(cls) if k in values}
+            given = values.pop(group, None)
+            object.__setattr__(self, group, dataclasses.replace(given, **own) if given is not None else cls(**own))
+        if values:
+            raise TypeError(f"FinetuneConfig got unknown options {sorted(values)}")
+
+    def __getattr__(self, name: str) -> Any:
+        group = _group_of().get(name)
+        if group is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(object.__getattribute__(self, group), name)
 
     @property
     def radius(self) -> float:
@@ -104,10 +122,38 @@ class FinetuneConfig:
         return self.delta if self.threat == "w2" and self.delta is not None else self.eps
 
     def to_json(self) -> dict:
-        return to_jsonable(self)
+        """The flat options as JSON values (what run.json, checkpoints and records store)."""
+        return {name: to_jsonable(getattr(self, name)) for name in _FIELDS}
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
+@lru_cache(maxsize=None)
+def _groups() -> dict[str, type]:
+    return {f.name: typing.get_type_hints(FinetuneConfig)[f.name] for f in dataclasses.fields(FinetuneConfig)}
+
+
+@lru_cache(maxsize=None)
+def _group_of() -> dict[str, str]:
+    return {name: group for group, cls in _groups().items() for name in flat_fields(cls)}
+
+
+def option_groups() -> dict[str, type]:
+    """{title: option dataclass} of the groups of :class:`FinetuneConfig`, in order (the command line's flag
+    groups)."""
+    return {name.replace("_", " "): cls for name, cls in _groups().items()}
+
+
+def finetune_fields() -> dict[str, dataclasses.Field]:
+    """{flat option name: its dataclass field} (defaults, types, help) of :class:`FinetuneConfig`."""
+    return dict(_FIELDS)
+
+
+def option_default(name: str) -> Any:
+    """The default of the flat option ``name`` (None for a required one)."""
+    default = _FIELDS[name].default
+    return None if default is MISSING else default
+
+
+_FIELDS = flat_fields(FinetuneConfig)
 
 
 def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
@@ -165,11 +211,9 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_choices(values: dict[str, Any]) -> None:
-    for key, choices in (("method", METHODS), ("threat", THREATS), ("w2_inner", W2_INNERS), ("optimizer", OPTIMIZERS),
-                         ("schedule", SCHEDULES), ("reweight", REWEIGHTS),
-                         ("triplet", TRIPLETS), ("triplet_miner", MINERS),
-                         ("triplet_distance", DISTANCES)):
-        if key in values and values[key] not in choices:
+    for key, field in _FIELDS.items():
+        choices = field.metadata.get("choices")
+        if choices and key in values and values[key] not in choices:
             raise UserError(f"--{key} must be one of {', '.join(choices)}, got {values[key]!r}")
     init = str(values.get("init", "continue"))
     if init not in ("continue", "reinit-head") and not init.startswith("perturb:"):

@@ -95,11 +95,15 @@ def convert_fields(cls: type, values: dict[str, Any], skip: tuple[str, ...] = ()
 
 @lru_cache(maxsize=None)
 def _field_kinds(cls: type) -> dict[str, type]:
-    """{field: bool | int | float | str | tuple} for the fields with one of those types (``X | None`` too)."""
+    """{field: bool | int | float | str | tuple} for the fields with one of those types (``X | None`` too); the
+    fields of a field that is itself a dataclass (an option group) are listed by their own names."""
     hints = typing.get_type_hints(cls)
     kinds = {}
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            kinds.update(_field_kinds(hint))
+            continue
         args = [hint] if typing.get_origin(hint) is tuple else \
             [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
         base = typing.get_origin(args[0]) or args[0]
@@ -115,11 +119,22 @@ def _short(value: Any) -> str:
 
 # ---------------------------------------------------------------- options declared once, on dataclass fields
 def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None,
-           metavar: str | None = None) -> Any:
+           metavar: str | None = None, action: str | None = None) -> Any:
     """A config dataclass field that is also a command-line option: its default, help text and choices are
-    written here once; :func:`add_options` turns the fields into flags (``--<field-name>`` unless ``flag``)."""
+    written here once; :func:`add_options` turns the fields into flags (``--<field-name>`` unless ``flag``).
+    ``default`` may be ``dataclasses.MISSING`` (a required field); ``action="store_true"``: a plain switch (no
+    ``--no-x``), for a boolean that only the command line turns on."""
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
-                                                        "metavar": metavar})
+                                                        "metavar": metavar, "action": action})
+
+
+def flat_fields(cls: type) -> dict[str, dataclasses.Field]:
+    """{name: field} of dataclass ``cls``, the fields of an option-group field (a dataclass) in its place."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, dataclasses.Field] = {}
+    for f in dataclasses.fields(cls):
+        out.update(flat_fields(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else {f.name: f})
+    return out
 
 
 def option_fields(cls: type) -> list[dataclasses.Field]:
@@ -138,14 +153,16 @@ def add_options(parser, cls: type, skip: tuple[str, ...] = ()) -> None:
             continue
         meta = f.metadata
         flag = meta["flag"] or option_label(f.name)
-        shown = f.default if f.default is not dataclasses.MISSING else None
+        shown = f.default if f.default is not dataclasses.MISSING and not meta.get("action") else None
         text = meta["help"] + ("" if shown is None or "default" in meta["help"] else f" (default: {_shown(shown)})")
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
         if meta["metavar"]:
             kwargs["metavar"] = meta["metavar"]
-        if _field_kinds(cls).get(f.name) is bool:
+        if meta.get("action"):
+            kwargs["action"] = meta["action"]
+        elif _field_kinds(cls).get(f.name) is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         parser.add_argument(flag, **kwargs)
 

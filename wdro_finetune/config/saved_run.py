@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from .finetune import UNCAPPED, FinetuneConfig
+from .finetune import UNCAPPED, FinetuneConfig, option_default
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -46,7 +46,7 @@ def read_run(out: str | Path) -> dict | None:
 def with_saved_options(options: dict[str, Any]) -> dict[str, Any]:
     """For ``--resume``: the run's options from ``<out>/run.json``, overridden by the options given now (so
     ``--resume --out DIR`` alone continues the run as it was started)."""
-    run = read_run(options.get("out") or FinetuneConfig.out)
+    run = read_run(options.get("out") or option_default("out"))
     if run is None or not isinstance(run.get("config"), dict):
         return options
     return {**config_to_options(run["config"]), **{k: v for k, v in options.items() if v is not None}}

@@ -1,7 +1,9 @@
 """Base training losses with per-sample values, so any re-weighting can consume them.
 
 Each base: ``__call__(model, x, y, generator) -> LossOutput``; the model is in train mode on
-entry (the inner maximiser switches to eval mode for the attack and back).
+entry. The inner maximiser is an :class:`~wdro_finetune.attacks.base.Attack` called with the base's own loss,
+``maximizer(model, x, y, loss=lambda logits_adv, y: ..., generator=g)`` (eval mode and frozen parameters for
+the attack, restored afterwards).
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks._mode import eval_mode
+from ..attacks.base import Attack
 from ..attacks.losses import cross_entropy, kl_divergence
+from ..attacks.pointwise import default_step
 from ..distributed import unwrap
-from .maximizers import KnapsackMaximizer, PointwiseMaximizer, WassersteinMaximizer
-
-Maximizer = PointwiseMaximizer | WassersteinMaximizer | KnapsackMaximizer
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Trades:
 
     name = "trades"
 
-    def __init__(self, maximizer: Maximizer, beta: float = 6.0):
+    def __init__(self, maximizer: Attack, beta: float = 6.0):
         self.maximizer, self.beta = maximizer, beta
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -47,7 +48,8 @@ class Trades:
         plain = unwrap(model)  # attacks never go through the DDP wrapper
         with torch.no_grad(), eval_mode(plain):
             target = plain(x)
-        x_adv = self.maximizer(plain, x, lambda logits: kl_divergence(target, logits), generator, y)
+        x_adv = self.maximizer(plain, x, y, loss=lambda logits_adv, _: kl_divergence(target, logits_adv),
+                               generator=generator)
         logits_clean, logits_adv = model(x), model(x_adv)
         ce = F.cross_entropy(logits_clean, y, reduction="none")
         kl = kl_divergence(logits_clean, logits_adv)
@@ -59,12 +61,12 @@ class AdversarialCE:
     """PGD-AT (Madry et al. 2018) / FGSM-AT with random start (Wong et al. 2020):
     L_i = CE(f(x'_i), y_i), x' maximising CE. The clean forward is only used for statistics."""
 
-    def __init__(self, maximizer: Maximizer, name: str = "pgd-at"):
+    def __init__(self, maximizer: Attack, name: str = "pgd-at"):
         self.maximizer, self.name = maximizer, name
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None = None) -> LossOutput:
-        x_adv = self.maximizer(unwrap(model), x, lambda logits: cross_entropy(logits, y), generator, y)
+        x_adv = self.maximizer(unwrap(model), x, y, loss=cross_entropy, generator=generator)
         logits_clean, logits_adv = model(x), model(x_adv)
         ce_clean = F.cross_entropy(logits_clean, y, reduction="none")
         ce_adv = F.cross_entropy(logits_adv, y, reduction="none")
@@ -78,12 +80,12 @@ class Mart:
 
     name = "mart"
 
-    def __init__(self, maximizer: Maximizer, beta: float = 6.0):
+    def __init__(self, maximizer: Attack, beta: float = 6.0):
         self.maximizer, self.beta = maximizer, beta
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None = None) -> LossOutput:
-        x_adv = self.maximizer(unwrap(model), x, lambda logits: cross_entropy(logits, y), generator, y)
+        x_adv = self.maximizer(unwrap(model), x, y, loss=cross_entropy, generator=generator)
         logits_clean, logits_adv = model(x), model(x_adv)
         bce, kl_weighted = mart_terms(logits_clean, logits_adv, y)
         ce = F.cross_entropy(logits_clean, y, reduction="none")
@@ -118,7 +120,7 @@ class Udr(nn.Module):
                  lam_lr: float = 0.02, every: int = 10):
         super().__init__()
         self.eps, self.steps = eps, steps
-        self.step_size = step_size if step_size is not None else 2.5 * eps / max(1, steps)
+        self.step_size = step_size if step_size is not None else default_step(eps, steps)
         self.lam_lr, self.every = lam_lr, every
         self.register_buffer("lam", torch.tensor(float(lam0)))
         self.register_buffer("calls", torch.tensor(0, dtype=torch.long))

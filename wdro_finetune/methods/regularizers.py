@@ -15,9 +15,7 @@ from torch import nn
 from ..models.features import FeatureHook
 from ..distributed import unwrap
 from .base import LossOutput
-from .triplet import AngularDistance, AngularTripletRegularizer, BatchHardMiner, NegativePool, RandomMiner, \
-    SemiHardMiner
-
+from .triplet import MINERS, AngularDistance, AngularTripletRegularizer, NegativePool
 
 
 class TripletTerm(nn.Module):
@@ -33,13 +31,12 @@ class TripletTerm(nn.Module):
                  inv_positives: torch.Tensor | None = None):
         super().__init__()
         distance = AngularDistance(signed=signed)
-        miners = {"nearest": lambda: BatchHardMiner(distance), "semi-hard": lambda: SemiHardMiner(distance),
-                  "random": lambda: RandomMiner(torch.Generator().manual_seed(seed))}
         pool = NegativePool(pool_batches - 1) if pool_batches > 1 else None
         if weight_ia and inv_positives is None:
             raise ValueError("weight_ia > 0 needs inv_positives")
         self.reg = AngularTripletRegularizer(weight_sa=weight_sa, weight_ia=weight_ia, norm_weight=norm_weight,
-                                             margin=margin, miner=miners[miner](), pool=pool, distance=distance)
+                                             margin=margin, miner=MINERS.get(miner).build(distance, seed), pool=pool,
+                                             distance=distance)
         self.inv_positives = inv_positives
         self.label = "triplet-" + "+".join(n for n, w in (("sa", weight_sa), ("ia", weight_ia)) if w)
 

@@ -34,23 +34,9 @@ __all__ = [
     "ArmorKL",
     "ArmorKLLearned",
     "ArmorAlpha",
-    "AGGREGATORS",
-    "make_aggregator",
     "mix_with_clean",
     "aggregator_param_groups",
 ]
-
-
-def make_aggregator(name: str, **params) -> "Aggregator":
-    """Build an aggregator by name: 'none' | 'armor-kl' | 'armor-kl-learned' | 'armor-alpha'.
-
-    ``params`` are the constructor arguments of the class (e.g. ``eps=0.02, kappa=0.1`` for 'armor-kl').
-    """
-    try:
-        cls = AGGREGATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown aggregator {name!r}; choose one of {sorted(AGGREGATORS)}") from None
-    return cls(**params)
 
 
 def mix_with_clean(aggregate: torch.Tensor, clean_ce: torch.Tensor, t: float) -> torch.Tensor:
@@ -344,14 +330,6 @@ class ArmorAlpha(_LearnedLambda):
 
     def stats(self) -> dict[str, torch.Tensor]:
         return {"lambda": self.lam.detach(), "nu": self.nu.detach().clone()}
-
-
-AGGREGATORS: dict[str, type[Aggregator]] = {
-    "none": MeanAggregator,
-    "armor-kl": ArmorKL,
-    "armor-kl-learned": ArmorKLLearned,
-    "armor-alpha": ArmorAlpha,
-}
 
 
 def _check_losses(losses: torch.Tensor) -> None:

@@ -27,10 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.parts import NoOptions
+from ..registry import Registry
+
 __all__ = [
     "angular_distance",
     "pairwise_angular_distance",
     "AngularDistance",
+    "MINERS",
     "BatchHardMiner",
     "SemiHardMiner",
     "RandomMiner",
@@ -75,11 +79,25 @@ class AngularDistance:
         return f"AngularDistance(signed={self.signed})"
 
 
-class BatchHardMiner:
-    """Hardest negative: the different-class pool member with the SMALLEST distance to the anchor."""
+MINERS: Registry = Registry("triplet miner")  # --triplet-miner: name -> miner class (``build(distance, seed)``)
+
+
+class _DistanceMiner:
+    """A miner that compares distances (``build`` ignores the seed)."""
+
+    Options = NoOptions
 
     def __init__(self, distance: AngularDistance | None = None):
         self.distance = distance or AngularDistance()
+
+    @classmethod
+    def build(cls, distance: AngularDistance, seed: int = 0):
+        return cls(distance)
+
+
+@MINERS.register("nearest")
+class BatchHardMiner(_DistanceMiner):
+    """Hardest negative: the different-class pool member with the SMALLEST distance to the anchor."""
 
     @torch.no_grad()
     def mine(self, anchor_feats, anchor_labels, pool_feats, pool_labels, positive_feats=None) -> torch.Tensor:
@@ -88,14 +106,12 @@ class BatchHardMiner:
         return _argmin_or_none(dist, different)
 
 
-class SemiHardMiner:
+@MINERS.register("semi-hard")
+class SemiHardMiner(_DistanceMiner):
     """Semi-hard negative: nearest different-class pool member with D(a, n) > D(a, p); else the nearest one.
 
     Needs ``positive_feats`` (N, D) in ``mine``.
     """
-
-    def __init__(self, distance: AngularDistance | None = None):
-        self.distance = distance or AngularDistance()
 
     @torch.no_grad()
     def mine(self, anchor_feats, anchor_labels, pool_feats, pool_labels, positive_feats=None) -> torch.Tensor:
@@ -108,11 +124,18 @@ class SemiHardMiner:
         return torch.where(semi_hard.any(dim=1), _argmin_or_none(dist, semi_hard), _argmin_or_none(dist, different))
 
 
+@MINERS.register("random")
 class RandomMiner:
     """Uniformly random different-class pool member; ``generator`` (CPU torch.Generator) makes it reproducible."""
 
+    Options = NoOptions
+
     def __init__(self, generator: torch.Generator | None = None):
         self.generator = generator
+
+    @classmethod
+    def build(cls, distance: AngularDistance, seed: int = 0) -> "RandomMiner":
+        return cls(torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
     def mine(self, anchor_feats, anchor_labels, pool_feats, pool_labels, positive_feats=None) -> torch.Tensor:

@@ -24,6 +24,7 @@ from torch import nn
 from ..attacks.pointwise import pgd
 from ..errors import Interrupted, UserError
 from ..methods.factory import build_objective
+from ..methods.parts import REGULARIZERS
 from ..models import LoadedModel, load_model
 from ..models.checkpoint import save_robustbench_layout, save_safetensors
 from ..results.provenance import git_commit, package_versions, utc_now
@@ -155,7 +156,7 @@ def apply_init(model: nn.Module, init: str, seed: int) -> None:
 def _inv_positives(cfg: FinetuneConfig, n_train: int, info: DistInfo) -> torch.Tensor | None:
     """Invariance examples of the training images for L_ia (None unless --triplet ia / sa+ia); every rank
     loads them (the cache's lock lets one process generate what is missing)."""
-    if "ia" not in cfg.triplet.split("+"):
+    if not REGULARIZERS.get(cfg.triplet).needs_positives():
         return None
     from ..invariance.positives import training_positives
 

@@ -12,14 +12,15 @@ from pathlib import Path
 
 from ..config import to_jsonable
 from ..errors import UserError
-from ..config.finetune import RESUMABLE_CHANGES, FinetuneConfig
+from ..config.finetune import RESUMABLE_CHANGES, FinetuneConfig, finetune_fields
 from ..config.saved_run import CONFIG_FILE, RUN_FILE
+from ..methods.parts import REGULARIZERS
 
 
 def check_same_run(saved: dict, now: dict, where: Path, checkpoint_step: int) -> None:
     """UserError listing every option that differs from the run in ``where`` (``name: run -> now``), other than
     ``RESUMABLE_CHANGES``; an option the saved run does not name (added since) counts as its default value."""
-    defaults = FinetuneConfig.__dataclass_fields__
+    defaults = finetune_fields()
     diff = []
     for key in sorted(set(saved) | set(now)):
         old = saved.get(key, to_jsonable(defaults[key].default) if key in defaults else None)
@@ -47,6 +48,6 @@ def output_paths(cfg: FinetuneConfig) -> tuple[list[Path], list[Path]]:
     out = Path(cfg.out)
     folders = [out, out / "checkpoints", out / "models"]
     files = [out / RUN_FILE, out / CONFIG_FILE, out / "log.jsonl", out / "log.jsonl.lock", out / "model.safetensors"]
-    if "ia" in cfg.triplet.split("+"):
+    if REGULARIZERS.get(cfg.triplet).needs_positives():
         folders.append(Path(cfg.inv_cache))
     return folders, files

@@ -152,7 +152,7 @@ def _check_job(job: Job, path: Path, check_device: bool = True) -> None:
                                   finetune=job.finetune and {**job.finetune, "device": "cpu"})
     from ..config import check_known_keys
     from ..evaluate.runner import make_eval_config, option_names
-    from ..config.finetune import FinetuneConfig
+    from ..config.finetune import finetune_fields
     from .finetune import make_finetune_run
 
     try:
@@ -161,7 +161,7 @@ def _check_job(job: Job, path: Path, check_device: bool = True) -> None:
         check_known_keys(job.evaluate, option_names(), "evaluate options")
         make_eval_config(job.evaluate, shared_options=True)
         if job.finetune is not None:
-            check_known_keys(job.finetune, set(FinetuneConfig.__dataclass_fields__), "finetune options")
+            check_known_keys(job.finetune, set(finetune_fields()), "finetune options")
             make_finetune_run(job.finetune)
     except UserError as exc:
         raise UserError(f"sweep file {path}, job {job.model} / {job.method} / seed {job.seed}: {exc}") from None
