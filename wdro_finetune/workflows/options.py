@@ -32,7 +32,7 @@ def make_options(cls: type[T], values: dict[str, Any], command: str) -> T:
         raise UserError(f"{command} needs {', '.join(missing)}")
     for f in dataclasses.fields(cls):
         choices = f.metadata.get("choices")
-        if choices and f.name in values and values[f.name] not in choices:
+        if choices and values.get(f.name) is not None and values[f.name] not in choices:
             raise UserError(f"{command}: {f.name} must be one of {', '.join(choices)}, got {values[f.name]!r}")
     return cls(**values)
 
