@@ -30,15 +30,13 @@ import numpy as np
 import torch
 
 from wdro_finetune.invariance.construct import (
-    TARGETS,
-    align_neighbours,
     generate_invariance_examples,
     least_ink_choice,
-    nearest_neighbours,
     project_linf,
-    rigid_transform,
-    transform_grid,
 )
+from wdro_finetune.invariance.inputs import TARGETS
+from wdro_finetune.invariance.search import nearest_neighbours
+from wdro_finetune.invariance.transforms import align_neighbours, rigid_transform, transform_grid
 
 log = logging.getLogger("bench_invariance")
 DATA = Path(os.environ.get("WDRO_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))

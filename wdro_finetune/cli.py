@@ -1,4 +1,5 @@
-"""Command-line interface: parse, build typed configs, call the public API, map user errors to exit 2.
+"""Command-line interface: parse the flags, make one call of the public API (:mod:`wdro_finetune.api`) per
+subcommand and print its result; user errors are one line and exit 2.
 
 Every subcommand that runs a job accepts ``--config FILE`` (YAML or TOML); flags given on the
 command line override the file.
@@ -10,7 +11,6 @@ import argparse
 import logging
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
@@ -89,27 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
         add(cmd)
         cmd.set_defaults(func=func)
     return parser
-
-
-# ---------------------------------------------------------------- models
-
-def _add_models(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default="all", choices=["all", "robustbench", "builtin", "timm", "plugin"])
-    p.add_argument("--dataset", default=None, help="mnist, cifar10, cifar100 or imagenet")
-    p.add_argument("--threat-model", default=None, help="Linf, L2 or corruptions (RobustBench names)")
-    p.add_argument("--pattern", default="", help="wildcard filter for timm names, e.g. 'resnet*'")
-
-
-def _run_models(args: argparse.Namespace) -> int:
-    from .config import parse_dataset, parse_threat_model
-    from .models import list_models
-
-    dataset = parse_dataset(args.dataset) if args.dataset else None
-    threat = parse_threat_model(args.threat_model) if args.threat_model else None
-    for entry in list_models(args.source, dataset, threat, args.pattern):
-        extra = " ".join(x for x in (entry.dataset, entry.threat_model) if x)
-        print(f"{entry.source}\t{entry.name}" + (f"\t{extra}" if extra else ""))
-    return 0
 
 
 # ---------------------------------------------------------------- evaluate
@@ -194,12 +173,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _summary_line(record: dict) -> str:
-    parts = [f"{record['model']} ({record['method']}) {record['dataset']} {record['threat_model']} "
-             f"eps={record['eps']:.4g} n={record['n_examples']}:"]
-    for name, val in record["metrics"].items():
-        ci = f" [{val['lo']:.1f}, {val['hi']:.1f}]" if val.get("lo") is not None else ""
-        parts.append(f"{name}={val['value']:.2f}{ci}")
-    return " ".join(parts) + f"  (record {record['record_id']})"
+    from .api import summary_line
+
+    return summary_line(record)
 
 
 # ---------------------------------------------------------------- finetune
@@ -233,230 +209,85 @@ def _run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- leaderboard
+# ---------------------------------------------------------------- the other commands
 
-def _add_leaderboard(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--records", default="results", help="records folder")
-    p.add_argument("--out", default="leaderboards", help="output folder for CSVs and README.md")
-    p.add_argument("--html", default=None, metavar="DIR", help="also write the static HTML site to DIR")
-    p.add_argument("--sweep", default=None, help="the sweep file that made the records (the site names its jobs "
-                   "in the reproducing commands)")
+def _command(name: str, options: str, show: Callable[[Any], Sequence[object]], groups: str | None = None,
+             **extra: Any) -> tuple[Callable, Callable]:
+    """(add, run) of a subcommand whose flags are the fields of ``workflows.options.<options>`` and whose run
+    is one call of ``api.<name>`` (with ``extra``), printing ``show(result)`` line by line."""
+    def add(p: argparse.ArgumentParser) -> None:
+        from .workflows import options as declared
 
+        _add_fields(p, getattr(declared, options), getattr(declared, groups) if groups else None)
 
-def _run_leaderboard(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    def run(args: argparse.Namespace) -> int:
+        from . import api
 
-    from .results.leaderboard import build_leaderboards
-    from .results.records import RECORDS_FILE, count_unreadable_lines, read_records
-    from .workflows.sweep import sweep_ref
-    from .utils.fileio import check_can_create_dir
-
-    if not (Path(args.records) / RECORDS_FILE).is_file():
-        raise UserError(f"no records at {Path(args.records) / RECORDS_FILE}")
-    for folder in (args.out, args.html):
-        if folder:
-            check_can_create_dir(folder)
-    bad = count_unreadable_lines(args.records)
-    if bad and not read_records(args.records):  # an empty board from a damaged file would look like a result
-        raise UserError(f"no readable record in {Path(args.records) / RECORDS_FILE} ({bad} unreadable lines)")
-    sweep = sweep_ref(args.sweep) if args.sweep else None
-    for path in build_leaderboards(args.records, args.out, html_dir=args.html, sweep=sweep):
-        print(path)
-    return 0
-
-
-# ---------------------------------------------------------------- export
-
-def _add_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("format", choices=["robustbench"], help="robustbench: model_info JSON + RobustBench-layout weights")
-    p.add_argument("--record", required=True, help="record id (the row it belongs to is exported)")
-    p.add_argument("--records", default="results", help="records folder")
-    p.add_argument("--out", default="export", help="folder for model_info/ and models/")
-    p.add_argument("--name", default=None, help="model name in RobustBench (default <model>_<method>)")
-    p.add_argument("--checkpoint", default=None, help="weights file, if not where the record says")
-    for flag in ("paper-name", "link", "authors", "venue"):
-        p.add_argument(f"--{flag}", default="", help=f"model_info {flag.replace('paper-', '')} (default empty)")
-    p.add_argument("--additional-data", action="store_true", help="the model was trained with extra data")
-
-
-def _run_export(args: argparse.Namespace) -> int:
-    from .workflows.export import PaperInfo, export_robustbench
-
-    paper = PaperInfo(args.paper_name, args.link, args.authors, args.venue, args.additional_data)
-    for path in export_robustbench(args.records, args.record, args.out, name=args.name, checkpoint=args.checkpoint,
-                                   paper=paper):
-        print(path)
-    return 0
-
-
-# ---------------------------------------------------------------- plot
-
-def _add_plot(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kind", choices=["robustness-curve", "embeddings"],
-                   help="robustness-curve: accuracy against the W_2 / W_inf budget, from records; embeddings: "
-                        "2-D PCA of penultimate features of clean, FGSM and invariance examples (MNIST)")
-    p.add_argument("--dataset", required=True, help="dataset to plot")
-    p.add_argument("--out", required=True, help="output PNG file")
-    g = p.add_argument_group("robustness-curve")
-    g.add_argument("--records", default="results", help="records folder")
-    g.add_argument("--threat-model", default="Linf", help="threat model of the records to plot")
-    g = p.add_argument_group("embeddings")
-    g.add_argument("--model", default=None, help="model name (architecture and, without --checkpoint, weights)")
-    g.add_argument("--source", default=None, choices=["robustbench", "builtin", "timm", "plugin"],
-                   help="where the model comes from (inferred from the name if omitted)")
-    g.add_argument("--checkpoint", action="append", default=None,
-                   help="weights file, one panel each (repeat to compare models; 'none' = the model's own weights)")
-    g.add_argument("--title", action="append", default=None, help="panel title, one per --checkpoint")
-    g.add_argument("--model-dir", default="models", help="RobustBench-layout model folder")
-    g.add_argument("--trust-checkpoint", action="store_true", help="allow .pt checkpoints with pickled code")
-    g.add_argument("--n", type=_int("--n"), default=300, help="first N MNIST test images")
-    g.add_argument("--eps", default="0.3", help="l_inf radius of the FGSM and invariance examples")
-    g.add_argument("--inv-grid", default="full", choices=["full", "fast"], help="invariance transform grid")
-    g.add_argument("--inv-cache", default="cache/invariance", help="invariance cache folder")
-    g.add_argument("--data-dir", default=None, help="folder with the MNIST .npz files (also $WDRO_DATA_DIR)")
-
-
-def _run_plot(args: argparse.Namespace) -> int:
-    from .config import parse_dataset, parse_threat_model
-
-    dataset = parse_dataset(args.dataset)
-    if args.kind == "embeddings":
-        path = _plot_embeddings(args, dataset)
-    else:
-        from .results.plots import robustness_curve
-
-        path = robustness_curve(args.records, dataset.value, parse_threat_model(args.threat_model).value, args.out)
-    print(path)
-    return 0
-
-
-def _plot_embeddings(args: argparse.Namespace, dataset) -> Path:
-    import torch
-
-    from .config import Dataset, ThreatModel, parse_number
-    from .data.datasets import load_split
-    from .invariance.generated import generated_set
-    from .models import load_model
-    from .workflows.embeddings import embedding_panel, embedding_plot
-
-    if dataset is not Dataset.MNIST:
-        raise UserError("plot embeddings needs --dataset mnist (invariance examples exist for MNIST only)")
-    if not args.model:
-        raise UserError("plot embeddings needs --model")
-    if args.n < 1:
-        raise UserError(f"--n must be >= 1, got {args.n}")
-    eps = parse_number(args.eps, "--eps")
-    checkpoints = args.checkpoint or ["none"]
-    titles = args.title or [Path(c).parent.name if c != "none" else f"{args.model} (pretrained)"
-                            for c in checkpoints]
-    if len(titles) != len(checkpoints):
-        raise UserError(f"give one --title per --checkpoint ({len(checkpoints)}), got {len(titles)}")
-    data = load_split(dataset, "test", args.n, data_dir=args.data_dir)
-    inv = generated_set("test", args.n, eps, args.inv_grid, args.inv_cache, args.data_dir)
-    x_inv, target = torch.from_numpy(inv.x).unsqueeze(1), torch.from_numpy(inv.target_label)
-    panels = []
-    for title, checkpoint in zip(titles, checkpoints):
-        loaded = load_model(args.model, dataset, ThreatModel.LINF, source=args.source,
-                            checkpoint=None if checkpoint == "none" else checkpoint, model_dir=args.model_dir,
-                            trust_checkpoint=args.trust_checkpoint)
-        panels.append(embedding_panel(title, loaded.module, data.x, data.y, x_inv, target, eps))
-    return embedding_plot(panels, args.out, eps)
-
-
-# ---------------------------------------------------------------- invariance
-
-def _add_invariance(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["generate"], help="generate (and cache) invariance examples")
-    p.add_argument("--dataset", default="mnist", help="only mnist is supported")
-    p.add_argument("--eps", default="0.3", help="l_inf radius in [0,1] pixel units")
-    p.add_argument("--split", default="test", choices=["train", "test"], help="split of the source images")
-    p.add_argument("--n", default=100, type=_int("--n"), help="first N images of the split")
-    p.add_argument("--grid", default="full", choices=["full", "fast"],
-                   help="full: 775 transforms (about 10 images/s on one core); fast: 63 transforms")
-    p.add_argument("--out", default="cache/invariance", help="cache folder")
-    p.add_argument("--data-dir", default=None, help="folder with mnist_train.npz / mnist_test.npz")
-
-
-def _run_invariance(args: argparse.Namespace) -> int:
-    from .config import parse_dataset, parse_number
-    from .invariance.cache import CacheKey, cache_path
-    from .invariance.generated import generated_set
-    from .utils.fileio import check_output_paths
-    from .utils.progress import progress_bar
-
-    if parse_dataset(args.dataset).value != "mnist":
-        raise UserError("invariance examples exist for MNIST only")
-    if args.n < 1:
-        raise UserError(f"--n must be >= 1, got {args.n}")
-    eps = parse_number(args.eps, "--eps")
-    check_output_paths(folders=[args.out])
-    with progress_bar(args.n, "invariance", True, unit="img") as bar:
-        inv = generated_set(args.split, args.n, eps, args.grid, args.out, args.data_dir,
-                            progress=lambda done, total: bar.update(done - bar.n))
-    path = cache_path(args.out, CacheKey("mnist", float(eps), args.split, args.n, args.grid))
-    print(f"{len(inv.source_index)} invariance examples (eps {eps:g}, {args.split}, grid {args.grid}) in {path}")
-    return 0
-
-
-# ---------------------------------------------------------------- sweep
-
-def _add_sweep(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="sweep YAML file (grid of models x methods x seeds)")
-    p.add_argument("--shard", default=None, help="run only shard i of n, e.g. 2/4 (no coordinator needed)")
-    p.add_argument("--dry-run", action="store_true", help="print the jobs still to run and stop")
-    p.add_argument("--job", action="append", default=None, help="run only this job id (repeatable)")
-
-
-def _run_sweep(args: argparse.Namespace) -> int:
-    from .workflows.sweep import load_sweep, parse_shard, pending_jobs, run_pending_job, shard_jobs
-
-    sweep = load_sweep(args.file, check_device=not args.dry_run)
-    shard = parse_shard(args.shard)
-    jobs = pending_jobs(sweep, shard, args.job)
-    done = len(shard_jobs(sweep, shard, args.job)) - len(jobs)
-    if done:
-        print(f"{done} jobs already done (records in {sweep.records})", flush=True)
-    if args.dry_run:
-        for job in jobs:
-            print(job.describe())
-        print(f"{len(jobs)} jobs to run")
+        for line in show(getattr(api, name)(**_flags(args), **extra)):
+            print(line)
         return 0
-    for k, job in enumerate(jobs, 1):
-        print(f"[{k}/{len(jobs)}] {job.describe()}", flush=True)
-        try:
-            record = run_pending_job(job, sweep, progress=True)
-        except Interrupted:
-            raise Interrupted(f"sweep interrupted in job {job.job_id}, its progress saved; run the same sweep "
-                              "command again to continue") from None
-        print(_summary_line(record) if record else "  done meanwhile by another process; skipped", flush=True)
-    print(f"{len(jobs)} jobs done; records in {sweep.records}")
-    return 0
+
+    return add, run
 
 
-# ---------------------------------------------------------------- demo
-
-def _add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="demo_output", help="folder for the demo's records and leaderboards")
-    p.add_argument("--n-examples", type=_int("--n-examples"), default=500, help="MNIST test examples to evaluate")
+def _model_line(entry: Any) -> str:
+    extra = " ".join(x for x in (entry.dataset, entry.threat_model) if x)
+    return f"{entry.source}\t{entry.name}" + (f"\t{extra}" if extra else "")
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from .workflows.demo import run_demo
+def _add_fields(p: argparse.ArgumentParser, cls: type, groups: dict[str, str] | None = None) -> None:
+    """One argument per option field of ``cls`` (:mod:`wdro_finetune.workflows.options`: its default, help and
+    choices; a bool a switch, an int the strict integer, a list repeatable; ``groups``: field -> heading from
+    that field on)."""
+    import dataclasses
+    import typing
 
-    run_demo(args.out, n_examples=args.n_examples, progress=True)
-    return 0
+    from .config.options import option_fields, option_label
+
+    hints, target = typing.get_type_hints(cls), p
+    for f in option_fields(cls):
+        target = p.add_argument_group(groups[f.name]) if f.name in (groups or {}) else target
+        meta, kind = f.metadata, hints[f.name]
+        flag = meta["flag"] or option_label(f.name)
+        kwargs = {k: v for k, v in (("help", meta["help"]), ("choices", list(meta["choices"] or ())),
+                                    ("metavar", meta["metavar"])) if v}
+        if flag.startswith("-"):
+            kwargs.update({"required": True} if f.default is dataclasses.MISSING else {"default": f.default})
+            if kind is bool:
+                kwargs["action"] = "store_true"
+            elif kind is int:
+                kwargs["type"] = _int(flag)
+            elif list in map(typing.get_origin, typing.get_args(kind)):
+                kwargs["action"] = "append"
+        target.add_argument(flag, **kwargs)
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The subcommand's options by name (the API function's keyword arguments)."""
+    return {k: v for k, v in vars(args).items() if k not in ("func", "verbose", "command")}
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
 
 
 _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
-    "models": (_add_models, _run_models, "list model names by source"),
+    "models": (*_command("models", "ModelsOptions", lambda entries: [*map(_model_line, entries)]),
+               "list model names by source"),
     "evaluate": (_add_evaluate, _run_evaluate, "evaluate a model (clean, AutoAttack, ...) and append a record"),
     "finetune": (_add_finetune, _run_finetune, "fine-tune a model (TRADES, W-DRO TRADES, PGD-AT, FGSM-AT)"),
-    "leaderboard": (_add_leaderboard, _run_leaderboard, "rebuild CSV leaderboards (and --html site) from records"),
-    "export": (_add_export, _run_export, "export a record's model for RobustBench (model_info JSON + weights)"),
-    "invariance": (_add_invariance, _run_invariance, "generate invariance examples (Tramer et al.) for MNIST"),
-    "sweep": (_add_sweep, _run_sweep, "run a grid of fine-tunings and evaluations, skipping finished jobs"),
-    "plot": (_add_plot, _run_plot, "figures: robustness-curve (from records), embeddings (from models)"),
-    "demo": (_add_demo, _run_demo, "offline demo on the bundled MNIST model"),
+    "leaderboard": (*_command("leaderboard", "LeaderboardOptions", list),
+                    "rebuild CSV leaderboards (and --html site) from records"),
+    "export": (*_command("export", "ExportOptions", list),
+               "export a record's model for RobustBench (model_info JSON + weights)"),
+    "invariance": (*_command("invariance", "InvarianceOptions", lambda r: [r.summary()], progress=True),
+                   "generate invariance examples (Tramer et al.) for MNIST"),
+    "sweep": (*_command("sweep", "SweepOptions", lambda r: [r.summary()], progress=True, report=_echo),
+              "run a grid of fine-tunings and evaluations, skipping finished jobs"),
+    "plot": (*_command("plot", "PlotOptions", lambda path: [path], "PLOT_GROUPS"),
+             "figures: robustness-curve (from records), embeddings (from models)"),
+    "demo": (*_command("demo", "DemoOptions", lambda r: r.lines(), progress=True),
+             "offline demo on the bundled MNIST model"),
 }
 
 if __name__ == "__main__":

@@ -21,17 +21,14 @@ from hypothesis import strategies as st
 
 from wdro_finetune.invariance import cache
 from wdro_finetune.invariance.construct import (
-    TARGETS,
     InvarianceSet,
-    align_neighbours,
     generate_invariance_examples,
     least_ink_choice,
-    nearest_neighbours,
     project_linf,
-    rigid_transform,
-    transform_copies,
-    transform_grid,
 )
+from wdro_finetune.invariance.inputs import TARGETS
+from wdro_finetune.invariance.search import nearest_neighbours
+from wdro_finetune.invariance.transforms import align_neighbours, rigid_transform, transform_copies, transform_grid
 
 DATA = Path(os.environ["WDRO_DATA_DIR"])  # set by tests/conftest.py
 TRAMER = DATA / "tramer_invariance"

@@ -2,19 +2,10 @@
 generated sets, and the packaged human-labelled sets with their metrics (METHODS.md section 6)."""
 
 from .cache import CacheKey, cache_path, load_or_generate, load_set, missing_indices, save_set
-from .construct import (
-    TARGETS,
-    InvarianceSet,
-    NeighbourSearch,
-    align_neighbours,
-    generate_invariance_examples,
-    least_ink_choice,
-    nearest_neighbours,
-    project_linf,
-    rigid_transform,
-    transform_copies,
-    transform_grid,
-)
+from .construct import InvarianceSet, generate_invariance_examples, least_ink_choice, project_linf
+from .inputs import TARGETS
+from .search import NeighbourSearch, nearest_neighbours
+from .transforms import align_neighbours, rigid_transform, transform_copies, transform_grid
 from .human_sets import (
     HumanLabelledSet,
     Rate,

@@ -51,6 +51,14 @@ def export_robustbench(records_dir: str | Path, record_id: str, out_dir: str | P
     return [info_file, model_file]
 
 
+def export(format: str, records_dir: str | Path, record_id: str, out_dir: str | Path, *, name: str | None = None,
+           checkpoint: str | Path | None = None, paper: PaperInfo = PaperInfo()) -> list[Path]:
+    """Export in ``format`` (one of :data:`FORMATS`); returns the files written."""
+    if format not in FORMATS:
+        raise UserError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
+    return FORMATS[format](records_dir, record_id, out_dir, name=name, checkpoint=checkpoint, paper=paper)
+
+
 def find_row(records_dir: str | Path, record_id: str) -> Row:
     """The leaderboard row that holds ``record_id`` (with every other record of that model merged in)."""
     for rows in build_rows(records_dir).values():
@@ -147,3 +155,6 @@ def _weights_file(row: Row, checkpoint: str | Path | None) -> Path:
             return path
     where = portable_path(row.records[-1].get("checkpoint")) or "none recorded"
     raise UserError(f"the weights of record {row.record_ids[-1]} ({where}) are not here; pass --checkpoint FILE")
+
+
+FORMATS = {"robustbench": export_robustbench}  # ``wdro-finetune export FORMAT``

@@ -31,13 +31,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from ..results.records import read_records, stable_hash
 from ..utils.fileio import file_lock
+from .options import SweepOptions
+from .report import summary_line
 
 log = logging.getLogger(__name__)
 
@@ -271,3 +273,50 @@ def run_job(job: Job, records: Path, progress: bool = False) -> dict:
         if ft_cfg.source:
             options["source"] = ft_cfg.source
     return evaluate(make_eval_config(options, shared_options=True), progress=progress).record
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What :func:`run_sweep` did: ``jobs`` the jobs that were pending (run, or listed by a dry run),
+    ``records`` the record of each job run (None: another process did it meanwhile), ``done_before`` the jobs
+    of the shard that had a record already."""
+
+    records_dir: Path
+    jobs: list[Job]
+    records: list[dict | None]
+    done_before: int
+    dry_run: bool
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return f"{len(self.jobs)} jobs to run"
+        return f"{len(self.jobs)} jobs done; records in {self.records_dir}"
+
+
+def run_sweep(options: SweepOptions, *, progress: bool = False,
+              report: Callable[[str], None] | None = None) -> SweepRun:
+    """Run the pending jobs of sweep ``file`` (of shard ``i/n`` and of the ids ``job`` only, if given), or with
+    ``dry_run`` only list them; ``report`` gets a line as each job starts and ends (default: the log)."""
+    report = report or log.info
+    sweep = load_sweep(options.file, check_device=not options.dry_run)
+    shard = parse_shard(options.shard)
+    ids = [options.job] if isinstance(options.job, str) else options.job
+    jobs = pending_jobs(sweep, shard, ids)
+    done = len(shard_jobs(sweep, shard, ids)) - len(jobs)
+    if done:
+        report(f"{done} jobs already done (records in {sweep.records})")
+    if options.dry_run:
+        for job in jobs:
+            report(job.describe())
+        return SweepRun(sweep.records, jobs, [], done, True)
+    records = []
+    for k, job in enumerate(jobs, 1):
+        report(f"[{k}/{len(jobs)}] {job.describe()}")
+        try:
+            record = run_pending_job(job, sweep, progress=progress)
+        except Interrupted:
+            raise Interrupted(f"sweep interrupted in job {job.job_id}, its progress saved; run the same sweep "
+                              "command again to continue") from None
+        report(summary_line(record) if record else "  done meanwhile by another process; skipped")
+        records.append(record)
+    return SweepRun(sweep.records, jobs, records, done, False)
