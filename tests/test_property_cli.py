@@ -75,7 +75,7 @@ BAD = {
     "invariance": {"action": ["make"], "--dataset": ["svhn", "cifar10"], "--eps": NUM + ["2"], "--split": ["val"],
                    "--n": INT + ["0"], "--grid": ["huge"], "--out": OUT_DIR, "--data-dir": ["afile", "bad_data"]},
     "sweep": {"file": ["nope.yaml", "afile", "malformed.yaml", "sweep_typo.yaml"],
-              "--shard": ["x", "0/2", "3/2", "1/0"], "--dry-run": [], "--job": ["nosuchjob"]},
+              "--shard": ["x", "0/2", "3/2", "1/0"], "--dry-run": [], "--job": ["nosuchjob"], "--prune": []},
     "plot": {"kind": ["bar-chart"], "--dataset": ["svhn"], "--out": ["afile/p.png", "empty_dir", "p.docx"],
              "--records": ["afile", "corrupt_records"], "--threat-model": ["L3"], "--source": ["hub"],
              "--inv-grid": ["huge"], "--n": INT,  # the other embeddings options are read with `plot embeddings`

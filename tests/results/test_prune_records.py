@@ -35,3 +35,21 @@ def test_prune_removes_only_superseded_jobs(tmp_path):
     assert prune_records(tmp_path, {"job1"}) == []  # idempotent
     append_record(tmp_path, _rec("d", "job1"))  # appends still land on their own line
     assert json.loads(path.read_bytes().split(b"\n")[-2])["record_id"] == "d"
+
+
+def test_sweep_prune_keeps_the_sweeps_jobs(tmp_path):
+    """`sweep FILE --prune`: records of job ids the sweep no longer makes go; its own jobs' records stay."""
+    from wdro_finetune import api
+    from wdro_finetune.workflows.sweep import load_sweep
+
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text("records: records\nmodels: [mnist-smallcnn]\ncommon: {dataset: mnist}\n"
+                          "evaluate: {metrics: clean, n_examples: 8}\nmethods:\n  - name: pretrained\n")
+    (job,) = load_sweep(sweep_file, check_device=False).jobs
+    append_record(tmp_path / "records", _rec("live", job.job_id))
+    append_record(tmp_path / "records", _rec("stale", "000000000000"))
+    listed = api.sweep(sweep_file, prune=True, dry_run=True)
+    assert [r["record_id"] for r in listed.pruned] == ["stale"] and len(read_records(tmp_path / "records")) == 2
+    run = api.sweep(sweep_file, prune=True)
+    assert run.summary() == "1 superseded records removed"
+    assert [r["record_id"] for r in read_records(tmp_path / "records")] == ["live"]

@@ -90,6 +90,7 @@ class SweepOptions:
     shard: str | None = option(None, "run only shard i of n, e.g. 2/4 (no coordinator needed)")
     dry_run: bool = option(False, "print the jobs still to run and stop")
     job: list[str] | None = option(None, "run only this job id (repeatable)")
+    prune: bool = option(False, "remove the records (and per-example files) of jobs no longer in the sweep file, i.e. superseded by an edited entry, and stop (with --dry-run: list them)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

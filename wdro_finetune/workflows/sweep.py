@@ -36,7 +36,7 @@ from typing import Any, Callable
 import yaml
 
 from ..errors import Interrupted, UserError
-from ..results.records import read_records, stable_hash
+from ..results.records import prune_records, read_records, stable_hash
 from ..utils.fileio import file_lock
 from .options import SweepOptions
 from .report import summary_line
@@ -286,8 +286,11 @@ class SweepRun:
     records: list[dict | None]
     done_before: int
     dry_run: bool
+    pruned: list[dict] | None = None  # --prune: the records removed (with --dry-run: to remove)
 
     def summary(self) -> str:
+        if self.pruned is not None:
+            return f"{len(self.pruned)} superseded records {'to remove' if self.dry_run else 'removed'}"
         if self.dry_run:
             return f"{len(self.jobs)} jobs to run"
         return f"{len(self.jobs)} jobs done; records in {self.records_dir}"
@@ -298,7 +301,12 @@ def run_sweep(options: SweepOptions, *, progress: bool = False,
     """Run the pending jobs of sweep ``file`` (of shard ``i/n`` and of the ids ``job`` only, if given), or with
     ``dry_run`` only list them; ``report`` gets a line as each job starts and ends (default: the log)."""
     report = report or log.info
-    sweep = load_sweep(options.file, check_device=not options.dry_run)
+    sweep = load_sweep(options.file, check_device=not (options.dry_run or options.prune))
+    if options.prune:
+        pruned = prune_records(sweep.records, {job.job_id for job in sweep.jobs}, dry_run=options.dry_run)
+        for rec in pruned:
+            report(f"{rec['record_id']}  job {rec['job_id']}  {rec.get('model')} / {rec.get('method')}")
+        return SweepRun(sweep.records, [], [], 0, options.dry_run, pruned)
     shard = parse_shard(options.shard)
     ids = [options.job] if isinstance(options.job, str) else options.job
     jobs = pending_jobs(sweep, shard, ids)
