@@ -4,8 +4,8 @@ W-PGD-budget (Bai, He, Jiang & Obloj), and the attack-free sensitivity bounds.""
 from .bounds import AccuracyRatioBounds, CleanSensitivity, accuracy_ratio_bounds, clean_sensitivity
 from .losses import cross_entropy, dlr, get_attack_loss, kl_divergence, redlr
 from .pointwise import fgsm, pgd, pgd_maximize, project_to_ball
-from .wasserstein import (WAttackResult, dataset_distance, project_w_ball, rescale_budgets, w_pgd,
-                          w_pgd_budget)
+from .w_pgd import WAttackResult, dataset_distance, project_w_ball, w_pgd
+from .w_pgd_budget import rescale_budgets, w_pgd_budget
 
 __all__ = [
     "AccuracyRatioBounds", "CleanSensitivity", "WAttackResult", "accuracy_ratio_bounds", "clean_sensitivity",

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..attacks.bounds import accuracy_ratio_bounds, clean_sensitivity
-from ..attacks.wasserstein import w_pgd
+from ..attacks.w_pgd import w_pgd
 from ..config import ThreatModel, parse_number_list, parse_threat_model
 from ..errors import UserError
 from ..config.options import to_int
