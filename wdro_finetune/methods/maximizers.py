@@ -25,7 +25,7 @@ from torch import nn
 from ..attacks.knapsack_inner import MARGIN_FACTOR, w_pgd_knapsack
 from ..attacks.pointwise import noise_fgsm_maximize, pgd_maximize
 from ..attacks.transport import TransportCost, soft_ball_maximize
-from ..attacks.w_pgd_budget import w_pgd_budget
+from ..attacks.wasserstein_budget import w_pgd_budget
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 

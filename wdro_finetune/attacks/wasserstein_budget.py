@@ -1,6 +1,6 @@
 """W-PGD-budget: the W_2 training inner maximiser of Bai, He, Jiang & Obloj (2025) over one (global) batch.
 
-Threat model as in :mod:`.w_pgd`: labels never move, the ground cost is ||x - x'||_r (r = inf: 'Linf',
+Threat model as in :mod:`.wasserstein_eval`: labels never move, the ground cost is ||x - x'||_r (r = inf: 'Linf',
 r = 2: 'L2') and only sqrt(mean_i ||x'_i - x_i||_r^2) <= delta is bounded. The attack writes
 x'_i = x_i + b_i * a_i with per-sample budgets sqrt(mean b^2) <= delta (over all ranks under
 torch.distributed) and directions a_i in the unit l_inf (or l_2) ball.
@@ -19,7 +19,7 @@ from torch import nn
 from ..distributed import global_sums
 from ._mode import eval_mode
 from .pointwise import Objective, ascent_direction, check_norm, input_gradient, project_to_ball, per_sample_view
-from .w_pgd import dual_exponent
+from .wasserstein_eval import dual_exponent
 
 _BUDGET_STEP_FACTOR = 4.0  # eta_b = 4 * delta / K (W-PGD-budget default)
 

@@ -8,10 +8,11 @@ only the dataset-wide root mean square of per-sample perturbation norms is bound
 
 so the attacker spends more budget on vulnerable points; p = inf is the usual pointwise threat.
 
-- ``w_pgd``: evaluation attack over a WHOLE data set (W-PGD; ``attack='fgsm'`` gives W-FGSM). The
-  data stay where they are (normally the CPU); batches go to ``device`` one at a time; the direction
-  normaliser and the projection use dataset-wide sums (and sums over ranks under torch.distributed).
-- ``w_pgd_budget`` (:mod:`.w_pgd_budget`): the training inner maximiser over one (global) batch.
+- :class:`WPGD` (``w_pgd``: its full result): evaluation attack over a WHOLE data set (W-PGD;
+  ``attack='fgsm'`` gives W-FGSM). The data stay where they are (normally the CPU); batches go to
+  ``device`` one at a time; the direction normaliser and the projection use dataset-wide sums (and
+  sums over ranks under torch.distributed).
+- ``w_pgd_budget`` (:mod:`.wasserstein_budget`): the training inner maximiser over one (global) batch.
 
 Shapes: x (N, C, H, W) float32 in [0, 1]; y (N,) int64; model(x) -> logits (N, K). delta is in
 pixel units of [0, 1].
@@ -28,14 +29,16 @@ import torch
 from torch import nn
 
 from ..distributed import global_max, global_sums
-from ._mode import eval_mode
-from .losses import AttackLoss, LossSpec, get_attack_loss
-from .pointwise import (ascent_direction, check_norm, input_gradient, per_sample_norm, project_to_ball,
+from ..config.options import option
+from .eval_attacks import ConfiguredAttack, call_with_output
+from .losses import LOSS_NAMES, AttackLoss, LossSpec, get_attack_loss
+from .pointwise import (NORMS, ascent_direction, check_norm, input_gradient, per_sample_norm, project_to_ball,
                         per_sample_view)
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+KINDS = ("pgd", "fgsm")  # W-PGD, W-FGSM
 _STEP_FACTOR = 1.875  # eta = 1.875 * delta / T (Bai et al. 2023)
 
 
@@ -67,30 +70,70 @@ def w_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, delta: float, p
           norm: str = "Linf", steps: int = 50, loss: LossSpec = "ce", attack: str = "pgd",
           batch_size: int = 256, device: torch.device | str = "cpu",
           progress: Progress | None = None) -> WAttackResult:
-    """W-PGD (``attack='pgd'``, T = ``steps``, eta = 1.875 delta / T) or W-FGSM (one step, eta = delta).
+    """The full result of :class:`WPGD` with these options (``loss``: 'ce' | 'dlr' | 'redlr' | callable
+    (logits, y) -> (N,)); ``progress(step, total)`` is called after each step."""
+    wpgd = WPGD(delta=delta, p=p, norm=norm, steps=steps, attack=attack, batch_size=batch_size, device=device)
+    return wpgd.run(model, x, y, loss=get_attack_loss(loss), progress=progress)
+
+
+@dataclass(frozen=True)
+class WPGDOptions:
+    delta: float = option(1 / 510, "W_p budget in pixel units of [0, 1]")
+    p: float = option(2.0, "Wasserstein order: 2 (W_2) or inf (W_inf, pointwise)")
+    norm: str = option("Linf", "ground norm ||x - x'||_r between images", choices=NORMS)
+    steps: int = option(50, "W-PGD steps T (W-FGSM: one step)")
+    loss: str = option("ce", "attack loss", choices=LOSS_NAMES)
+    attack: str = option("pgd", "W-PGD or W-FGSM", choices=KINDS)
+    batch_size: int = option(256, "examples per forward / backward pass")
+    device: str = option("cpu", "device the batches go to (the data stay where they are)")
+
+
+class WPGD(ConfiguredAttack):
+    """W-PGD (``attack='pgd'``, T = ``steps``, eta = 1.875 delta / T) or W-FGSM (one step, eta = delta) over a
+    WHOLE data set (Bai, He, Jiang & Obloj, NeurIPS 2023).
 
     Per step: g_i = grad of loss_i; dir_i = sign(g_i) |g_i|^(s-1) ||g_i||_s^(q-s) (s = 1 for
     'Linf', 2 for 'L2'; q = 2 for p = 2, q = 1 for p = inf); for q = 2 all directions are divided
     by sqrt(mean_j ||dir_j||_r^2); X <- clip_[0,1](proj(X + eta dir)). No random start. With p = inf
     this is pointwise PGD with step eta (same iterates as ``pgd``, ``random_start=False``).
-    ``loss``: 'ce' | 'dlr' | 'redlr' | callable (logits, y) -> (N,). ``progress(step, total)`` is
-    called after each step. Cost: T forward+backward passes and one forward pass over the set.
+    Calling it returns the iterate with the lowest accuracy; :meth:`run` returns the whole
+    :class:`WAttackResult`. Cost: T forward+backward passes and one forward pass over the set.
     """
-    plan = _Plan.build(delta, p, check_norm(norm), steps, attack)
-    loss_fn = get_attack_loss(loss)
-    x0 = x.detach()
-    x_adv = x0.clone()
-    direction = torch.empty_like(x0)
-    tracker = _Tracker(x0)
-    with eval_mode(model):
+
+    Options = WPGDOptions
+
+    def __init__(self, options: WPGDOptions | None = None, **values):
+        super().__init__(options, **values)
+        self.loss = get_attack_loss(self.options.loss)
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: AttackLoss | None = None,
+            progress: Progress | None = None) -> WAttackResult:
+        """The full result (accuracy, loss and distance per iterate; the worst iterate and its flags)."""
+        def attack(model, x, y, loss, generator):
+            result = self._attack(model, x, y, loss, progress)
+            return result.x_adv, result
+
+        return call_with_output(attack, model, x, y, loss or self.loss)
+
+    def perturb(self, model, x, y, loss, generator):
+        return self._attack(model, x, y, loss, None).x_adv
+
+    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: AttackLoss,
+                progress: Progress | None) -> WAttackResult:
+        o = self.options
+        plan = _Plan.build(o.delta, o.p, check_norm(o.norm), o.steps, o.attack)
+        x0 = x.detach()
+        x_adv = x0.clone()
+        direction = torch.empty_like(x0)
+        tracker = _Tracker(x0)
         for step in range(plan.steps):
-            stats = _dataset_pass(model, x_adv, y, loss_fn, plan, batch_size, device, direction)
+            stats = _dataset_pass(model, x_adv, y, loss_fn, plan, o.batch_size, o.device, direction)
             tracker.record(stats, x_adv)
-            _take_step(x_adv, x0, direction, stats, plan, device)
+            _take_step(x_adv, x0, direction, stats, plan, o.device)
             if progress is not None:
                 progress(step + 1, plan.steps)
-        tracker.record(_dataset_pass(model, x_adv, y, loss_fn, plan, batch_size, device, None), x_adv)
-    return tracker.result(x0, plan, device)
+        tracker.record(_dataset_pass(model, x_adv, y, loss_fn, plan, o.batch_size, o.device, None), x_adv)
+        return tracker.result(x0, plan, o.device)
 
 
 def project_w_ball(x_adv: torch.Tensor, x0: torch.Tensor, *, delta: float, norm: str = "Linf",
