@@ -30,7 +30,8 @@ from wdro_finetune.attacks.knapsack import knapsack_accuracy
 from wdro_finetune.attacks.knapsack_inner import w_pgd_knapsack_details
 from wdro_finetune.attacks.losses import kl_divergence
 from wdro_finetune.attacks.minimal_norm import DistanceSettings, minimal_distances
-from wdro_finetune.attacks.wasserstein import dataset_distance, w_pgd_budget
+from wdro_finetune.attacks.wasserstein_eval import dataset_distance
+from wdro_finetune.attacks.wasserstein_budget import w_pgd_budget
 from wdro_finetune.data.datasets import load_split
 from wdro_finetune.models import load_model
 from wdro_finetune.models.builtin import BUILTIN_MODELS

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from wdro_finetune.attacks.wasserstein import w_pgd
+from wdro_finetune.attacks.wasserstein_eval import w_pgd
 from wdro_finetune.config import Dataset, ThreatModel, parse_number_list
 from wdro_finetune.evaluate.autoattack import autoattack_flags
 from wdro_finetune.models.outputs import predict

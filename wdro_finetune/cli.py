@@ -160,7 +160,8 @@ def _option_names(add: Callable[[argparse.ArgumentParser], None]) -> set[str]:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from .config import check_known_keys
-    from .evaluate.runner import EvalConfig, evaluate, make_eval_config
+    from .config.evaluation import EvalConfig
+    from .evaluate.runner import evaluate, make_eval_config
 
     options = resolve_options(args)
     check_known_keys(options, _option_names(_add_evaluate) | set(EvalConfig.__dataclass_fields__), "evaluate options")

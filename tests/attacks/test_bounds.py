@@ -10,7 +10,7 @@ import torch
 from wdro_finetune.attacks.bounds import CleanSensitivity, accuracy_ratio_bounds, clean_sensitivity
 from wdro_finetune.attacks.losses import get_attack_loss
 from wdro_finetune.attacks.pointwise import per_sample_norm
-from wdro_finetune.attacks.wasserstein import w_pgd
+from wdro_finetune.attacks.wasserstein_eval import w_pgd
 
 INF = math.inf
 

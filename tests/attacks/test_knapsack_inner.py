@@ -15,7 +15,8 @@ from torch import nn
 from wdro_finetune.attacks.knapsack_inner import knapsack_radii, w_pgd_knapsack, w_pgd_knapsack_details
 from wdro_finetune.attacks.losses import cross_entropy, kl_divergence
 from wdro_finetune.attacks.pointwise import per_sample_norm
-from wdro_finetune.attacks.wasserstein import dataset_distance, w_pgd_budget
+from wdro_finetune.attacks.wasserstein_eval import dataset_distance
+from wdro_finetune.attacks.wasserstein_budget import w_pgd_budget
 
 TOLERANCE = 1 + 1e-5  # float32 images: x0 + r rounds by an ulp of x0 (as in test_wasserstein.py)
 distances = st.one_of(st.floats(0.0, 2.0), st.just(math.inf))

@@ -13,7 +13,7 @@ from wdro_finetune.attacks.losses import cross_entropy
 from wdro_finetune.attacks.pointwise import FGSM, PGD, NoiseFGSM, default_step, pgd_maximize
 from wdro_finetune.attacks.ramp import RadiusRamp
 from wdro_finetune.attacks.transport import SoftBallAttack, TransportCost, soft_ball_maximize
-from wdro_finetune.attacks.wasserstein import w_pgd_budget
+from wdro_finetune.attacks.wasserstein_budget import w_pgd_budget
 
 
 def _model() -> nn.Module:

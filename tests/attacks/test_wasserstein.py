@@ -13,8 +13,8 @@ from torch import nn
 
 from wdro_finetune.attacks.losses import cross_entropy, kl_divergence
 from wdro_finetune.attacks.pointwise import per_sample_norm, pgd, pgd_maximize
-from wdro_finetune.attacks.wasserstein import (dataset_distance, project_w_ball, rescale_budgets, w_pgd,
-                                               w_pgd_budget)
+from wdro_finetune.attacks.wasserstein_eval import dataset_distance, project_w_ball, w_pgd
+from wdro_finetune.attacks.wasserstein_budget import rescale_budgets, w_pgd_budget
 
 INF = math.inf
 TOLERANCE = 1 + 1e-5

@@ -30,7 +30,7 @@ from ..distributed import global_sums
 from ._mode import eval_mode
 from .losses import LossSpec, get_attack_loss
 from .pointwise import check_norm, input_gradient, per_sample_norm
-from .wasserstein import dual_exponent
+from .wasserstein_eval import dual_exponent
 
 _DUAL_NORM = {"Linf": "L1", "L2": "L2"}
 

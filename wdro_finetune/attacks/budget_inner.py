@@ -11,7 +11,7 @@ from torch import nn
 from .base import Attack
 from .losses import AttackLoss
 from .ramp import ScalesDelta
-from .wasserstein import w_pgd_budget
+from .wasserstein_budget import w_pgd_budget
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ from .minimal_norm import _margin
 from .pointwise import (Objective, ascent_direction, check_norm, default_step, input_gradient, per_sample_norm,
                         per_sample_view, project_to_ball)
 from .ramp import ScalesDelta
-from .wasserstein import rescale_budgets
+from .wasserstein_budget import rescale_budgets
 
 MARGIN_FACTOR = 1.25  # radius asked for = factor * estimated distance (docstring, point 2)
 _PROBE_REACH = 2.0  # t_max = this times the largest first-order radius (docstring, point 1)

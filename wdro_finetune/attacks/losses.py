@@ -51,6 +51,7 @@ def kl_divergence(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch
 
 
 _LOSSES: dict[str, AttackLoss] = {"ce": cross_entropy, "dlr": dlr, "redlr": redlr}
+LOSS_NAMES = tuple(_LOSSES)  # the names ``get_attack_loss`` knows
 
 
 def get_attack_loss(name: LossSpec) -> AttackLoss:

@@ -19,20 +19,20 @@ per-example store; the attack runs chunk by chunk and an interrupted evaluation 
 
 from __future__ import annotations
 
-import argparse
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..attacks.knapsack import knapsack_accuracy
-from ..attacks.minimal_norm import ATTACKS, CLEAN, NONE, DistanceSettings, minimal_distances
+from ..attacks.minimal_norm import ENSEMBLE, CLEAN, NONE, DistanceSettings, minimal_distances
 from ..attacks.pointwise import check_norm
-from ..config import ThreatModel, parse_number_list, parse_threat_model
+from ..config import ThreatModel, parse_number_list, parse_threat_model, to_jsonable
 from ..errors import UserError
-from ..config.options import to_int, to_names
+from ..config.options import option, to_int, to_names
 from .chunks import run_chunked_arrays
-from .metric import METRICS, EvalContext, Metric, MetricOutput
+from .metric import METRICS, EvalContext, Metric, MetricOutput, option_values
 from .values import MetricValue, wilson_interval
 from .wdro import DEFAULT_DELTAS, budget_label
 
@@ -40,41 +40,48 @@ EPS_GRID = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # default pointwise grid, in multi
 QUANTILES = {"dist_q25": 0.25, "dist_median": 0.5, "dist_q75": 0.75}
 
 
+@dataclass(frozen=True)
+class DistancesOptions:
+    dist_norm: str | None = option(None, "ground norm of the distances, Linf or L2 (default: the threat model's)")
+    dist_attacks: tuple[str, ...] = option(
+        ENSEMBLE, f"comma-separated minimal-norm ensemble from {', '.join(ENSEMBLE)} (default: all)")
+    delta: tuple[float, ...] | None = None  # the budgets: wdro's --delta (None: the threat model's defaults)
+    dist_eps: tuple[float, ...] | None = option(
+        None, "comma-separated eps grid of the pointwise curve (default: eps x 1/4, 1/2, 3/4, 1, 5/4, 3/2)")
+    dist_steps: int = option(100, "FMN steps (default 100)")
+
+    @classmethod
+    def parse(cls, values: dict[str, Any]) -> "DistancesOptions":
+        threat = parse_threat_model(values.get("threat_model") or "Linf")
+        if threat not in DEFAULT_DELTAS:
+            raise UserError("the distances metric needs --threat-model Linf or L2")
+        given = option_values(cls, values)
+        norm = _canonical_norm(given["dist_norm"] or threat.value)
+        raw = given["dist_attacks"]
+        attacks = to_names(raw, "--dist-attacks")
+        bad = [a for a in attacks if a not in ENSEMBLE]
+        if bad or not attacks or attacks == ("refine",):
+            raise UserError(f"--dist-attacks needs attacks from {', '.join(ENSEMBLE)} (refine only with another), "
+                            f"got {raw!r}")
+        deltas = _nonnegative_list(values.get("delta"), "--delta")
+        eps_grid = _nonnegative_list(given["dist_eps"], "--dist-eps")
+        steps = to_int(given["dist_steps"], "--dist-steps", 1, 100_000)
+        return cls(norm, attacks, deltas, eps_grid, steps)
+
+    def record(self) -> dict[str, Any]:
+        return {"norm": self.dist_norm, "attacks": list(self.dist_attacks), "deltas": to_jsonable(self.delta),
+                "eps_grid": to_jsonable(self.dist_eps), "fmn_steps": self.dist_steps}
+
+
 @METRICS.register("distances")
 class DistancesMetric(Metric):
     """Minimal adversarial distances; knapsack W_2 accuracy; pointwise robustness curve; quantiles."""
 
     name = "distances"
+    Options = DistancesOptions
+    group = "distances metric (budgets: --delta of the wdro metric)"
     shardable = True
     reads = ("delta", "threat_model")  # the budgets: wdro's --delta
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("distances metric (budgets: --delta of the wdro metric)")
-        g.add_argument("--dist-norm", default=None, help="ground norm of the distances, Linf or L2 "
-                       "(default: the threat model's)")
-        g.add_argument("--dist-attacks", default=None,
-                       help=f"comma-separated minimal-norm ensemble from {', '.join(ATTACKS)} (default: all)")
-        g.add_argument("--dist-eps", default=None,
-                       help="comma-separated eps grid of the pointwise curve (default: eps x 1/4, 1/2, 3/4, 1, 5/4, 3/2)")
-        g.add_argument("--dist-steps", default=None, help="FMN steps (default 100)")
-
-    @classmethod
-    def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
-        threat = parse_threat_model(values.get("threat_model") or "Linf")
-        if threat not in DEFAULT_DELTAS:
-            raise UserError("the distances metric needs --threat-model Linf or L2")
-        norm = _canonical_norm(values.get("dist_norm") or threat.value)
-        raw = values.get("dist_attacks") or ",".join(ATTACKS)
-        attacks = to_names(raw, "--dist-attacks")
-        bad = [a for a in attacks if a not in ATTACKS]
-        if bad or not attacks or attacks == ("refine",):
-            raise UserError(f"--dist-attacks needs attacks from {', '.join(ATTACKS)} (refine only with another), "
-                            f"got {raw!r}")
-        deltas = _nonnegative_list(values.get("delta"), "--delta")
-        eps_grid = _nonnegative_list(values.get("dist_eps"), "--dist-eps")
-        steps = 100 if values.get("dist_steps") is None else to_int(values["dist_steps"], "--dist-steps", 1, 100_000)
-        return {"norm": norm, "attacks": list(attacks), "deltas": deltas, "eps_grid": eps_grid, "fmn_steps": steps}
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         opts = self.options
@@ -85,7 +92,7 @@ class DistancesMetric(Metric):
             raise UserError(f"the model classifies none of the {dist.size} test examples correctly: minimal "
                             "distances are undefined (is it the right model for this data set?)")
         attack = ctx.gather(local["attack"])
-        names = np.array((CLEAN, NONE) + ATTACKS)
+        names = np.array((CLEAN, NONE) + ENSEMBLE)
         out = MetricOutput(per_example={"dist": dist, "dist_attack": names[attack]})
         same = opts["norm"] == ctx.threat_model.value
         out.values.update(knapsack_values(dist, opts["deltas"] or DEFAULT_DELTAS[ctx.threat_model],
@@ -102,7 +109,7 @@ class DistancesMetric(Metric):
 
     @staticmethod
     def _distances(ctx: EvalContext, settings: DistanceSettings) -> dict[str, np.ndarray]:
-        codes = {name: i for i, name in enumerate((CLEAN, NONE) + ATTACKS)}
+        codes = {name: i for i, name in enumerate((CLEAN, NONE) + ENSEMBLE)}
         x, y = ctx.data.x, ctx.data.y
 
         def chunk(start: int, stop: int) -> dict[str, np.ndarray]:
@@ -140,10 +147,10 @@ def _canonical_norm(text: str) -> str:
         raise UserError(f"--dist-norm must be Linf or L2, got {text!r}") from None
 
 
-def _nonnegative_list(raw, flag: str) -> list[float] | None:
+def _nonnegative_list(raw, flag: str) -> tuple[float, ...] | None:
     if raw is None:
         return None
-    values = list(parse_number_list(raw, flag))
+    values = parse_number_list(raw, flag)
     if not values or any(not (math.isfinite(v) and v >= 0) for v in values):
         raise UserError(f"{flag} values must be finite and >= 0, got {raw!r}")
     return values

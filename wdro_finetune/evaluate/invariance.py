@@ -10,20 +10,45 @@ lower is better since the true class changed) and the share equal to the TARGET 
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..attacks.pointwise import fgsm
+from ..attacks.eval_attacks import FGSMAttack
 from ..config import Dataset, parse_number
 from ..errors import UserError
-from ..config.options import to_int
+from ..config.options import option, to_int
 from ..invariance.human_sets import list_human_sets, load_human_set
 from .clean import predict
-from .metric import METRICS, EvalContext, Metric, MetricOutput
+from .metric import METRICS, EvalContext, Metric, MetricOutput, option_values
 from .values import MetricValue
+
+GRIDS = ("full", "fast")  # the transform grids of the generated set
+
+
+@dataclass(frozen=True)
+class InvarianceOptions:
+    inv_n: int = option(100, "generated invariance examples from the first N test images (default 100; 0: none)")
+    inv_eps: float = option(0.3, "l_inf radius of the generated examples (default 0.3)")
+    inv_grid: str = option("full", "transform grid (default full)", choices=GRIDS)
+    inv_cache: str = option("cache/invariance", "cache folder of generated sets (default ./cache/invariance)")
+
+    @classmethod
+    def parse(cls, values: dict[str, Any]) -> "InvarianceOptions":
+        given = option_values(cls, values)
+        n = to_int(given["inv_n"], "--inv-n")
+        eps = parse_number(given["inv_eps"], "--inv-eps")
+        if n < 0 or n > 10000 or not 0 < eps <= 1:
+            raise UserError(f"--inv-n must be in 0..10000 and --inv-eps in (0, 1], got {n}, {eps}")
+        grid = given["inv_grid"]
+        if grid not in GRIDS:  # a config file bypasses argparse's choices
+            raise UserError(f"--inv-grid must be full or fast, got {grid!r}")
+        return cls(n, eps, grid, given["inv_cache"])
+
+    def record(self) -> dict[str, Any]:
+        return {"n": self.inv_n, "eps": self.inv_eps, "grid": self.inv_grid, "cache": self.inv_cache}
 
 
 @METRICS.register("invariance")
@@ -31,27 +56,8 @@ class InvarianceMetric(Metric):
     """Human-label agreement on the packaged sets and source/target rates on a generated set."""
 
     name = "invariance"
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("invariance metric (MNIST)")
-        g.add_argument("--inv-n", default=None,
-                       help="generated invariance examples from the first N test images (default 100; 0: none)")
-        g.add_argument("--inv-eps", default=None, help="l_inf radius of the generated examples (default 0.3)")
-        g.add_argument("--inv-grid", default=None, choices=["full", "fast"], help="transform grid (default full)")
-        g.add_argument("--inv-cache", default=None, help="cache folder of generated sets (default ./cache/invariance)")
-
-    @classmethod
-    def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
-        n = to_int(values["inv_n"], "--inv-n") if values.get("inv_n") is not None else 100
-        eps = parse_number(values.get("inv_eps") or 0.3, "--inv-eps")
-        if n < 0 or n > 10000 or not 0 < eps <= 1:
-            raise UserError(f"--inv-n must be in 0..10000 and --inv-eps in (0, 1], got {n}, {eps}")
-        grid = values.get("inv_grid") or "full"
-        if grid not in ("full", "fast"):  # a config file bypasses argparse's choices
-            raise UserError(f"--inv-grid must be full or fast, got {grid!r}")
-        return {"n": n, "eps": eps, "grid": grid,
-                "cache": values.get("inv_cache") or "cache/invariance"}
+    Options = InvarianceOptions
+    group = "invariance metric (MNIST)"
 
     @classmethod
     def output_dirs(cls, options: dict[str, Any]) -> list[str]:
@@ -91,10 +97,11 @@ class FgsmMetric(Metric):
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         flags = []
+        attack = FGSMAttack(eps=ctx.eps, norm=ctx.threat_model.value)
         for start in range(0, len(ctx.data.y), ctx.batch_size):
             x = ctx.data.x[start:start + ctx.batch_size].to(ctx.device)
             y = ctx.data.y[start:start + ctx.batch_size].to(ctx.device)
-            x_adv = fgsm(ctx.model, x, y, eps=ctx.eps, norm=ctx.threat_model.value)
+            x_adv = attack(ctx.model, x, y)
             with torch.no_grad():
                 flags.append((ctx.model(x_adv).argmax(1) == y).cpu())
         flags = ctx.gather(torch.cat(flags).numpy())

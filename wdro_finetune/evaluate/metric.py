@@ -1,6 +1,7 @@
 """The metric plug-in contract and registry. A metric is a class registered under the name used
-in ``--metrics``; it may declare its own options (and CLI flags) and may keep per-batch state in
-``ctx.state_dir`` so an interrupted evaluation resumes where it stopped."""
+in ``--metrics``; it may declare its own options (a frozen ``Options`` dataclass of
+:func:`~wdro_finetune.config.options.option` fields: flag, help, default and choices written once) and may
+keep per-batch state in ``ctx.state_dir`` so an interrupted evaluation resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from ..config import Dataset, ThreatModel
+from ..config.options import add_options, option_fields
 from ..data.datasets import DataSplit
 from ..registry import Registry
 from .values import MetricValue
@@ -55,14 +57,42 @@ class MetricOutput:
     per_example: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a metric without any."""
+
+    @classmethod
+    def parse(cls, values: dict[str, Any]) -> "NoOptions":
+        return cls()
+
+    def record(self) -> dict[str, Any]:
+        return {}
+
+
+def option_values(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Every :func:`~wdro_finetune.config.options.option` field of ``cls``: its value in ``values`` where set
+    (not None and not empty), else the field's default; values are not converted yet."""
+    out = {}
+    for f in option_fields(cls):
+        value = values.get(f.name)
+        unset = value is None or (isinstance(value, (str, list, tuple)) and not value)
+        out[f.name] = f.default if unset else value
+    return out
+
+
 class Metric:
-    """Base class. Subclasses set ``name``, optionally ``add_arguments`` / ``options_from_args``.
+    """Base class. Subclasses set ``name`` and, with options, ``Options``: a frozen dataclass whose
+    :func:`~wdro_finetune.config.options.option` fields are the flags (in an argument group titled ``group``),
+    with ``Options.parse(values) -> Options`` (validation, one-line UserErrors) and ``record() -> dict`` (the
+    metric's entry of the record's ``metric_options``, also what ``__init__`` receives).
 
     ``shardable = True``: under torchrun each rank gets a shard of the examples (see
     :class:`EvalContext`) and the metric returns values and per-example arrays of the WHOLE set.
     """
 
     name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+    group: ClassVar[str] = ""  # title of the flags' argument group (default: "<name> metric")
     shardable: ClassVar[bool] = False
     reads: ClassVar[tuple[str, ...]] = ()  # options it uses that another metric declares (e.g. ``delta``)
 
@@ -71,12 +101,14 @@ class Metric:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add this metric's CLI flags (default: none)."""
+        """This metric's CLI flags, made from the fields of ``Options``."""
+        if option_fields(cls.Options):
+            add_options(parser.add_argument_group(cls.group or f"{cls.name} metric"), cls.Options)
 
     @classmethod
     def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """Validated options for this metric from the resolved command options (default: none)."""
-        return {}
+        """Validated options for this metric from the resolved command options (its record entry)."""
+        return cls.Options.parse(values).record()
 
     @classmethod
     def output_dirs(cls, options: dict[str, Any]) -> list[str]:

@@ -10,19 +10,19 @@ import dataclasses
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
-                      parse_threat_model, to_jsonable)
+from ..config import to_jsonable
+from ..config.evaluation import EvalConfig, build_eval_config
+from ..config.options import option_fields, option_label
 from ..data.datasets import load_split, split_size
 from ..errors import UserError
 from ..models import PLUGIN_FACTORY, RANDOM_INIT, LoadedModel, check_model_dir, load_model
 from ..models.outputs import check_split
-from ..config.options import convert_fields, option_label
 from ..results.best_known import best_known
 from ..results.provenance import git_commit, known_run, package_versions, portable_path, utc_now
 from ..results.records import append_record, read_records, records_output_paths, save_per_example, stable_hash
@@ -37,105 +37,49 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """One evaluation. ``eps`` in pixel units of [0, 1]; ``metric_options`` per metric name."""
-
-    model: str
-    dataset: Dataset
-    threat_model: ThreatModel
-    eps: float
-    n_examples: int
-    metrics: tuple[str, ...] = ("clean", "autoattack")
-    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    source: str | None = None
-    checkpoint: str | None = None
-    model_dir: str = "models"
-    data_dir: str | None = None
-    allow_lossy_test: bool = False
-    batch_size: int = 250
-    device: str = "cpu"
-    seed: int = 0
-    records: str = "results"
-    method: str = "pretrained"
-    training: dict[str, Any] | None = None  # hyper-parameters of the fine-tuning that made the model
-    trust_checkpoint: bool = False
-    job_id: str | None = None  # the sweep job this evaluation belongs to
-    pretrained: bool = True  # False: the architecture with its initial weights (recorded as method random-init)
-
-
-@dataclass(frozen=True)
 class EvalResult:
     record: dict
     values: dict[str, MetricValue]
 
 
 def make_eval_config(options: dict[str, Any], *, shared_options: bool = False) -> EvalConfig:
-    """Validate resolved options (CLI + config file) into an :class:`EvalConfig` (values converted by the one
-    strict rule of :mod:`wdro_finetune.config.options`). An option of a metric not in ``metrics`` is refused, except
-    with ``shared_options`` (a sweep's common evaluation options reach jobs that run other metrics)."""
-    options = convert_fields(EvalConfig, options)
-    dataset = parse_dataset(options["dataset"])
-    threat = parse_threat_model(options.get("threat_model") or "Linf")
-    eps = options.get("eps")
-    eps = check_eps(parse_number(eps, "eps"), threat) if eps is not None else default_eps(dataset, threat)
-    names = ("clean", "autoattack") if options.get("metrics") is None else options["metrics"]
-    if not names:
-        raise UserError(f"--metrics needs at least one of {', '.join(METRICS.names())}")
-    metric_options = {name: METRICS.get(name).options_from(options) for name in names}
-    if not shared_options:
-        _check_unused_metric_options(options, names)
-    n = _given(options, "n_examples", 1000)
-    total = split_size(dataset, "test")
-    if not 1 <= n <= total:  # checked before any model is loaded or downloaded
-        raise UserError(f"n_examples must be between 1 and {total} for the {dataset.value} test split, got {n}")
-    batch_size = _given(options, "batch_size", 250)
-    if batch_size < 1:
-        raise UserError(f"batch size must be >= 1, got {batch_size}")
-    device = check_device(options.get("device") or "cpu")
-    pretrained = _given(options, "pretrained", True)
-    method = options.get("method") or ("pretrained" if pretrained or options.get("checkpoint") else RANDOM_INIT)
-    config = EvalConfig(model=options["model"], dataset=dataset, threat_model=threat, eps=eps, n_examples=n,
-                        metrics=names, metric_options=metric_options, source=options.get("source"),
-                        checkpoint=options.get("checkpoint"), model_dir=options.get("model_dir") or "models",
-                        data_dir=options.get("data_dir"), allow_lossy_test=_given(options, "allow_lossy_test", False),
-                        batch_size=batch_size, device=device, seed=_given(options, "seed", 0),
-                        records=options.get("records") or "results", method=method, training=options.get("training"),
-                        trust_checkpoint=_given(options, "trust_checkpoint", False), job_id=options.get("job_id"),
-                        pretrained=pretrained)
-    check_model_dir(config.model, config.source, dataset, threat, options.get("model_dir"), config.checkpoint)
+    """Validate resolved options (CLI + config file) into an :class:`EvalConfig`
+    (:func:`~wdro_finetune.config.evaluation.build_eval_config` with the metric registry, the test split sizes and
+    the model folder check). An option of a metric not in ``metrics`` is refused, except with ``shared_options``
+    (a sweep's common evaluation options reach jobs that run other metrics)."""
+    def per_metric(names: tuple[str, ...], values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        if not names:
+            raise UserError(f"--metrics needs at least one of {', '.join(METRICS.names())}")
+        chosen = {name: METRICS.get(name).options_from(values) for name in names}
+        if not shared_options:
+            _check_unused_metric_options(values, names)
+        return chosen
+
+    config = build_eval_config(options, metric_options=per_metric, test_size=lambda d: split_size(d, "test"),
+                               random_init=RANDOM_INIT)
+    check_model_dir(config.model, config.source, config.dataset, config.threat_model, options.get("model_dir"),
+                    config.checkpoint)
     return config
 
 
 def option_names() -> set[str]:
     """Every option :func:`make_eval_config` reads: the fields of :class:`EvalConfig` and the metrics' options."""
-    import argparse
+    return set(EvalConfig.__dataclass_fields__) | {k for name in METRICS.names() for k in _declared(name)}
 
-    parser = argparse.ArgumentParser(add_help=False)
-    for name in METRICS.names():
-        METRICS.get(name).add_arguments(parser)
-    return set(EvalConfig.__dataclass_fields__) | {a.dest for a in parser._actions}
+
+def _declared(name: str) -> set[str]:
+    """The options metric ``name`` declares (its ``Options`` fields with a flag)."""
+    return {f.name for f in option_fields(METRICS.get(name).Options)}
 
 
 def _check_unused_metric_options(options: dict[str, Any], names: tuple[str, ...]) -> None:
     """UserError for an option of a metric that ``--metrics`` does not include (it would be ignored)."""
-    import argparse
-
-    used = set()
-    for name in names:
-        parser = argparse.ArgumentParser(add_help=False)
-        METRICS.get(name).add_arguments(parser)
-        used |= {a.dest for a in parser._actions} | set(METRICS.get(name).reads)
+    used = set().union(*(_declared(name) | set(METRICS.get(name).reads) for name in names))
     unused = sorted(k for k in option_names() - set(EvalConfig.__dataclass_fields__) - used
                     if options.get(k) is not None)
     if unused:
         raise UserError(f"{', '.join(option_label(k) for k in unused)}: option(s) of a metric that --metrics "
                         f"({','.join(names)}) does not include")
-
-
-def _given(options: dict[str, Any], name: str, default: Any) -> Any:
-    """An option's (converted) value, ``default`` when unset (0 and False are values, not "unset")."""
-    value = options.get(name)
-    return default if value is None else value
 
 
 def evaluate(config: EvalConfig, *, model: LoadedModel | None = None, progress: bool = False) -> EvalResult:

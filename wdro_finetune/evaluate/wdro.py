@@ -11,26 +11,27 @@ an interrupted evaluation redoes only the budgets that had not finished.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from ..attacks.bounds import accuracy_ratio_bounds, clean_sensitivity
-from ..attacks.wasserstein import w_pgd
-from ..config import ThreatModel, parse_number_list, parse_threat_model
+from ..attacks.losses import LOSS_NAMES
+from ..attacks.wasserstein_eval import KINDS as ATTACK_KINDS, WPGD
+from ..config import ThreatModel, parse_number_list, parse_threat_model, to_jsonable
 from ..errors import UserError
-from ..config.options import to_int
+from ..config.options import option, to_int
 from ..utils.fileio import atomic_write_text
 from ..utils.progress import progress_bar
-from .metric import METRICS, EvalContext, Metric, MetricOutput
+from .metric import METRICS, EvalContext, Metric, MetricOutput, option_values
 from .values import MetricValue
 
 DEFAULT_DELTAS = {ThreatModel.LINF: (1 / 510, 2 / 510, 4 / 510), ThreatModel.L2: (1 / 32, 2 / 32, 4 / 32)}
-LOSSES = ("ce", "dlr", "redlr")
+P_VALUES = ("2", "inf")
 
 
 def budget_label(delta: float) -> str:
@@ -41,47 +42,51 @@ def budget_label(delta: float) -> str:
     return f"{delta:.6g}"
 
 
+@dataclass(frozen=True)
+class WdroOptions:
+    wdro_p: str = option("2", "W_2 (default) or W_inf (pointwise)", choices=P_VALUES)
+    delta: tuple[float, ...] | None = option(None, "comma-separated budgets in [0,1] pixel units "
+                                             "(default 1/510,2/510,4/510 Linf; 1/32,2/32,4/32 L2)")
+    wdro_loss: str = option("redlr", "W-PGD attack loss (default redlr, which spends no budget on misclassified "
+                            "points); the bounds always use CE", choices=LOSS_NAMES)
+    wdro_steps: int = option(50, "W-PGD steps T (default 50)")
+    wdro_attack: str = option("pgd", "W-PGD (default) or W-FGSM", choices=ATTACK_KINDS)
+
+    @classmethod
+    def parse(cls, values: dict[str, Any]) -> "WdroOptions":
+        if parse_threat_model(values.get("threat_model") or "Linf") not in DEFAULT_DELTAS:  # before any loading
+            raise UserError("the wdro metric needs --threat-model Linf or L2")
+        given = option_values(cls, values)
+        p = str(given["wdro_p"])
+        if p not in P_VALUES:
+            raise UserError(f"--wdro-p must be 2 or inf, got {p}")
+        deltas = given["delta"]
+        deltas = parse_number_list(deltas, "--delta") if deltas is not None else None
+        if deltas is not None and any(not 0 < d <= 1.0 for d in deltas):
+            raise UserError(f"--delta values must lie in (0, 1], got {list(deltas)}")
+        steps = to_int(given["wdro_steps"], "--wdro-steps")  # 0 is a value (an error below)
+        if steps < 1:
+            raise UserError(f"--wdro-steps must be >= 1, got {steps}")
+        loss = given["wdro_loss"]
+        if loss not in LOSS_NAMES:
+            raise UserError(f"--wdro-loss must be one of {', '.join(LOSS_NAMES)}, got {loss}")
+        attack = given["wdro_attack"]
+        if attack not in ATTACK_KINDS:
+            raise UserError(f"--wdro-attack must be pgd or fgsm, got {attack}")
+        return cls(p, deltas, loss, steps, attack)
+
+    def record(self) -> dict[str, Any]:
+        return {"p": self.wdro_p, "deltas": to_jsonable(self.delta), "loss": self.wdro_loss,
+                "steps": self.wdro_steps, "attack": self.wdro_attack}
+
+
 @METRICS.register("wdro")
 class WdroMetric(Metric):
     """W_2 (or W_inf) distributional robust accuracy, loss and distance per budget, with bounds."""
 
     name = "wdro"
+    Options = WdroOptions
     shardable = True
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("wdro metric")
-        g.add_argument("--wdro-p", default=None, choices=["2", "inf"], help="W_2 (default) or W_inf (pointwise)")
-        g.add_argument("--delta", default=None, help="comma-separated budgets in [0,1] pixel units "
-                       "(default 1/510,2/510,4/510 Linf; 1/32,2/32,4/32 L2)")
-        g.add_argument("--wdro-loss", default=None, choices=LOSSES,
-                       help="W-PGD attack loss (default redlr, which spends no budget on misclassified points); "
-                            "the bounds always use CE")
-        g.add_argument("--wdro-steps", default=None, help="W-PGD steps T (default 50)")
-        g.add_argument("--wdro-attack", default=None, choices=["pgd", "fgsm"], help="W-PGD (default) or W-FGSM")
-
-    @classmethod
-    def options_from(cls, values: dict[str, Any]) -> dict[str, Any]:
-        if parse_threat_model(values.get("threat_model") or "Linf") not in DEFAULT_DELTAS:  # before any loading
-            raise UserError("the wdro metric needs --threat-model Linf or L2")
-        p = str(values.get("wdro_p") or "2")
-        if p not in ("2", "inf"):
-            raise UserError(f"--wdro-p must be 2 or inf, got {p}")
-        deltas = values.get("delta")
-        deltas = list(parse_number_list(deltas, "--delta")) if deltas is not None else None
-        if deltas is not None and any(not 0 < d <= 1.0 for d in deltas):
-            raise UserError(f"--delta values must lie in (0, 1], got {deltas}")
-        steps = values.get("wdro_steps")
-        steps = 50 if steps is None else to_int(steps, "--wdro-steps")  # 0 is a value (an error below)
-        if steps < 1:
-            raise UserError(f"--wdro-steps must be >= 1, got {steps}")
-        loss = values.get("wdro_loss") or "redlr"
-        if loss not in LOSSES:
-            raise UserError(f"--wdro-loss must be one of {', '.join(LOSSES)}, got {loss}")
-        attack = values.get("wdro_attack") or "pgd"
-        if attack not in ("pgd", "fgsm"):
-            raise UserError(f"--wdro-attack must be pgd or fgsm, got {attack}")
-        return {"p": p, "deltas": deltas, "loss": loss, "steps": steps, "attack": attack}
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         opts = self.options
@@ -112,9 +117,9 @@ class WdroMetric(Metric):
         """Dataset-wide loss, distance and bounds (JSON) and this rank's correctness ``flags``."""
         opts = self.options
         with progress_bar(opts["steps"], f"{prefix} delta={label}", ctx.progress, unit="step", leave=False) as bar:
-            result = w_pgd(ctx.model, ctx.data.x, ctx.data.y, delta=delta, steps=opts["steps"],
-                           attack=opts["attack"], loss=opts["loss"], progress=lambda s, t: bar.update(1), **common)
-        fgsm = w_pgd(ctx.model, ctx.data.x, ctx.data.y, delta=delta, steps=1, attack="fgsm", loss="ce", **common)
+            attack = WPGD(delta=delta, steps=opts["steps"], attack=opts["attack"], loss=opts["loss"], **common)
+            result = attack.run(ctx.model, ctx.data.x, ctx.data.y, progress=lambda s, t: bar.update(1))
+        fgsm = WPGD(delta=delta, steps=1, attack="fgsm", loss="ce", **common).run(ctx.model, ctx.data.x, ctx.data.y)
         bounds = accuracy_ratio_bounds(stats, delta, attacked_loss=fgsm.loss_per_iterate[-1],
                                        attacked_accuracy=result.accuracy)
         flags = result.correct.cpu().numpy().astype(bool)
