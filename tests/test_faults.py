@@ -346,13 +346,13 @@ def test_evaluation_killed_during_wpgd_reruns_only_unfinished_budgets(tmp_path, 
     [ref] = read_records(tmp_path / "ref")
 
     attacked = []
-    real = wdro.w_pgd
+    real = wdro.WPGD.run
 
-    def spy(model, x, y, *, delta, **kw):
-        attacked.append(delta)
-        return real(model, x, y, delta=delta, **kw)
+    def spy(self, model, x, y, **kw):
+        attacked.append(self.options.delta)
+        return real(self, model, x, y, **kw)
 
-    monkeypatch.setattr(wdro, "w_pgd", spy)
+    monkeypatch.setattr(wdro.WPGD, "run", spy)
     assert main([*args, "--records", str(tmp_path / "rec")]) == 0, capsys.readouterr().err
     assert set(attacked) == unfinished, f"finished before the rerun: {sorted(finished)}"
     [record] = read_records(tmp_path / "rec")
