@@ -16,7 +16,9 @@ COMMITTED = Path(__file__).resolve().parents[2] / "leaderboards" / "records" / "
 
 
 def _template() -> dict:
-    rec = json.loads(COMMITTED.read_text(encoding="utf-8").splitlines()[0])
+    """The first committed record of a fine-tuned model (it has every field, the training config too)."""
+    lines = [json.loads(line) for line in COMMITTED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rec = next(r for r in lines if r.get("training"))
     rec["metrics"], rec["labels"] = {}, {}
     return rec
 
