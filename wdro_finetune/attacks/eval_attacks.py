@@ -21,7 +21,7 @@ from ..config.options import convert_fields, option
 from ..errors import UserError
 from .base import Attack
 from .losses import AttackLoss
-from .pointwise import NORMS, fgsm, pgd
+from .pointwise import NORMS, default_step, fgsm, pgd
 
 
 class ConfiguredAttack(Attack):
@@ -103,6 +103,6 @@ class PGDAttack(ConfiguredAttack):
 
     def perturb(self, model, x, y, loss, generator):
         o = self.options
-        step = 2.5 * o.eps / o.steps if o.step_size is None else o.step_size
+        step = default_step(o.eps, o.steps) if o.step_size is None else o.step_size
         return pgd(model, x, y, eps=o.eps, norm=o.norm, steps=o.steps, step_size=step, loss=loss,
                    random_start=o.random_start, generator=generator)

@@ -36,7 +36,8 @@ from ..config.options import option
 from ._mode import eval_mode
 from .base import Attack
 from .eval_attacks import ConfiguredAttack, call_with_output
-from .pointwise import NORMS, ascent_direction, check_norm, per_sample_norm, per_sample_view, project_to_ball
+from .pointwise import (NORMS, ascent_direction, check_norm, default_step, per_sample_norm, per_sample_view,
+                        project_to_ball)
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ def _margin_pgd(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, start: torc
     ``start`` projected into them. Returns, per sample, the first iterate that was misclassified (else
     the last one)."""
     x_adv = project_to_ball(start, x0, radius, norm).clamp(0, 1)
-    step = per_sample_view(2.5 * radius / steps, x0)
+    step = per_sample_view(default_step(radius, steps), x0)
     kept, done = x_adv.clone(), torch.zeros(len(y), dtype=torch.bool, device=x0.device)
     for _ in range(steps):
         x_adv.requires_grad_(True)

@@ -54,18 +54,23 @@ def read_records(records_dir: str | Path) -> list[dict]:
     for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
         if not raw.strip():
             continue
-        try:
-            record = json.loads(raw.decode("utf-8"))
-            problem = None if isinstance(record, dict) and "record_id" in record else "not a record"
-        except UnicodeDecodeError:
-            problem = "not UTF-8 text"
-        except json.JSONDecodeError:
-            problem = "not valid JSON"
+        record, problem = _parse_line(raw)
         if problem is None:
             out.append(record)
         else:
             _report_bad_line(path, number, raw, problem)
     return out
+
+
+def _parse_line(raw: bytes) -> tuple[dict | None, str | None]:
+    """(the record on a non-blank records.jsonl line, None) or (None, what is wrong with the line)."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError:
+        return None, "not valid JSON"
+    return (record, None) if isinstance(record, dict) and "record_id" in record else (None, "not a record")
 
 
 def _report_bad_line(path: Path, number: int, raw: bytes, problem: str) -> None:
@@ -132,7 +137,7 @@ def prune_records(records_dir: str | Path, job_ids: set[str], *, dry_run: bool =
     with file_lock(path.with_name(path.name + ".lock")):
         kept, removed = [], []
         for raw in path.read_bytes().split(b"\n"):
-            record = _parse_line(raw)
+            record = _parse_line(raw)[0] if raw.strip() else None
             stale = record is not None and record.get("job_id") is not None and record["job_id"] not in job_ids
             (removed if stale else kept).append(record if stale else raw)
         if dry_run or not removed:
@@ -143,12 +148,3 @@ def prune_records(records_dir: str | Path, job_ids: set[str], *, dry_run: bool =
         if record["record_id"] not in live:
             (Path(records_dir) / "per_example" / f"{record['record_id']}.npz").unlink(missing_ok=True)
     return removed
-
-
-def _parse_line(raw: bytes) -> dict | None:
-    """The record on a records.jsonl line, None for a blank or unreadable one."""
-    try:
-        record = json.loads(raw.decode("utf-8")) if raw.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) and "record_id" in record else None

@@ -5,11 +5,11 @@ demo's reuse of a finished run."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from ..config.finetune import FinetuneConfig, make_finetune_config
+from ..config.saved_run import read_run
 from ..evaluate.runner import evaluate, make_eval_config, output_paths as eval_output_paths
 from ..models import LoadedModel, check_model_dir
 from ..train.checkpoints import checkpoint_dir
@@ -54,8 +54,7 @@ def finetune_or_reuse(options: dict, *, progress: bool = False) -> tuple[Finetun
     """Fine-tune into ``options['out']``: reuse the run there if it finished, resume it from its
     checkpoints if it was interrupted, else start it. Returns (config with resume off, method label)."""
     out = Path(options["out"])
-    run_json = out / "run.json"
-    run = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    run = read_run(out) or {}
     config = make_finetune_run({**options, "resume": False})
     if run.get("status") == "finished" and (out / "model.safetensors").is_file():
         return config, run["label"]
