@@ -58,11 +58,11 @@ def test_a_ramped_attack_equals_the_attack_built_at_the_smaller_radius():
 
 def test_factory_passes_step_size_and_ramp():
     obj = build_objective(make_finetune_config(dict(BASE, method="fgsm-at", inner_step_size=0.3)))
-    assert obj.base.maximizer.step_size == 0.3
-    assert build_objective(make_finetune_config(dict(BASE, method="fgsm-at"))).base.maximizer.step_size == \
-        pytest.approx(0.375)
+    assert obj.base.maximizer.options.step_size == 0.3
+    fgsm = build_objective(make_finetune_config(dict(BASE, method="fgsm-at"))).base.maximizer
+    assert fgsm.options.random_start and fgsm.options.step_size == pytest.approx(0.375)
     ramped = build_objective(make_finetune_config(dict(BASE, method="trades", eps_ramp=5))).base.maximizer
-    assert isinstance(ramped, RadiusRamp) and ramped.inner.eps == 0.3
+    assert isinstance(ramped, RadiusRamp) and ramped.inner.options.eps == 0.3
 
 
 @pytest.mark.parametrize("options, match", [

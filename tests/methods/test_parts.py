@@ -59,3 +59,14 @@ def test_every_base_loss_with_every_threat_builds_or_is_a_user_error(method, thr
             assert "\n" not in str(exc)
             continue
         assert objective.label.endswith(method)
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm", "n-fgsm"])
+def test_the_pointwise_inner_maximisers_are_the_registered_attacks(name):
+    from wdro_finetune.attacks import ATTACKS
+    from wdro_finetune.methods.parts import Setting
+
+    opts = INNER_ATTACKS.get(name).Options(inner_steps=3, inner_step_size=None)
+    attack = INNER_ATTACKS.get(name).build(opts, Setting(eps=0.1, norm="L2", steps=3, start="normal"))
+    assert type(attack) is ATTACKS.get(name)
+    assert (attack.options.eps, attack.options.norm) == (0.1, "L2")

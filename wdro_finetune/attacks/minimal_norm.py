@@ -35,7 +35,7 @@ from torch import nn
 from ..config.options import option
 from ._mode import eval_mode
 from .base import Attack
-from .eval_attacks import ConfiguredAttack, call_with_output
+from .configured import ConfiguredAttack, call_with_output
 from .pointwise import (NORMS, ascent_direction, check_norm, default_step, per_sample_norm, per_sample_view,
                         project_to_ball)
 

@@ -6,8 +6,10 @@ them) and a ``build``. :func:`wdro_finetune.methods.factory.build_objective` com
   inner attack it takes (``attack``, an :data:`INNER_ATTACKS` name for ``--threat pointwise``), its ``start``
   and a fixed number of ``steps`` (None: ``--inner-steps``); UDR takes none (it has its own soft ball).
 - :data:`THREATS` (``--threat``): which inner attack a base loss gets under that threat, and what it refuses.
-- :data:`INNER_ATTACKS`: the inner maximisers as :class:`~wdro_finetune.attacks.base.Attack` objects (PGD, FGSM
-  with random start, N-FGSM, soft-ball transport, W-PGD-budget, W-PGD-knapsack); the eps warm-up
+- :data:`INNER_ATTACKS`: how each inner maximiser is built from the method's setting, as
+  :class:`~wdro_finetune.attacks.base.Attack` objects: the pointwise ones are the attacks of
+  :data:`~wdro_finetune.attacks.ATTACKS` (PGD, FGSM with random start, N-FGSM), then soft-ball transport,
+  W-PGD-budget, W-PGD-knapsack; the eps warm-up
   :class:`~wdro_finetune.attacks.ramp.RadiusRamp` wraps any of them.
 - :data:`REWEIGHTINGS` (``--reweight``): none, armor-kl, armor-kl-learned, armor-alpha.
 - :data:`REGULARIZERS` (``--triplet``): none, sa, ia, sa+ia (their miners: :data:`~.triplet.MINERS`).
@@ -104,7 +106,7 @@ class _PgdAT(_BaseLoss):
 
 @BASE_LOSSES.register("fgsm-at")
 class _FgsmAT(_PgdAT):
-    attack, steps = "fgsm", 1  # FGSM with random start: 1 step of 1.25 eps (attacks.pointwise.FGSM)
+    attack, steps = "fgsm", 1  # FGSM with random start: 1 step of 1.25 eps (FGSM.with_random_start)
 
 
 @BASE_LOSSES.register("n-fgsm-at")
@@ -169,21 +171,21 @@ class _PGD(_Inner):
 
     @staticmethod
     def build(opts: options.PointwiseStep, s: Setting) -> Attack:
-        return PGD(s.eps, s.norm, s.steps, opts.inner_step_size, s.start)
+        return PGD(eps=s.eps, norm=s.norm, steps=s.steps, step_size=opts.inner_step_size, start=s.start)
 
 
 @INNER_ATTACKS.register("fgsm")
 class _FGSM(_PGD):
     @staticmethod
     def build(opts: options.PointwiseStep, s: Setting) -> Attack:
-        return FGSM(s.eps, s.norm, opts.inner_step_size)
+        return FGSM.with_random_start(s.eps, s.norm, opts.inner_step_size)
 
 
 @INNER_ATTACKS.register("n-fgsm")
 class _NoiseFGSM(_PGD):
     @staticmethod
     def build(opts: options.PointwiseStep, s: Setting) -> Attack:
-        return NoiseFGSM(s.eps, s.norm, step_size=opts.inner_step_size)
+        return NoiseFGSM(eps=s.eps, norm=s.norm, step_size=opts.inner_step_size)
 
 
 @INNER_ATTACKS.register("soft-ball")

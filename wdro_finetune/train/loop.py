@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..attacks.eval_attacks import PGDAttack
+from ..attacks.pointwise import PGD
 from ..errors import Interrupted, UserError
 from ..methods.factory import build_objective
 from ..methods.parts import REGULARIZERS
@@ -312,8 +312,8 @@ class _Run:
         x, y = self.holdout.x[:_HOLDOUT_CHECK].to(self.cfg.device), self.holdout.y[:_HOLDOUT_CHECK].to(self.cfg.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            x_adv = PGDAttack(eps=self.cfg.eps, norm=self.cfg.threat_model.value, steps=10,
-                              step_size=self.cfg.eps / 4)(module, x, y)
+            x_adv = PGD(eps=self.cfg.eps, norm=self.cfg.threat_model.value, steps=10,
+                        step_size=self.cfg.eps / 4)(module, x, y)
         was_training = module.training
         module.eval()
         clean = (predict(module, x, self.cfg.device, 256) == y.cpu()).float().mean().item()
