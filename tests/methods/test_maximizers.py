@@ -137,10 +137,12 @@ def test_knapsack_composes_with_armor_and_the_triplet_term_and_gets_the_labels()
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(w2_inner="greedy"), "w2_inner"),
+    (dict(w2_inner="greedy"), "--w2-inner must be one of budget, knapsack"),
     (dict(w2_inner="knapsack"), "--threat w2"),
     (dict(threat="w2", w2_inner="knapsack", w2_stop_flipped=True), "--w2-stop-flipped"),
 ])
 def test_bad_w2_inner_values_are_user_errors(options, match):
+    from wdro_finetune.methods.parts import PART_CHOICES
+
     with pytest.raises(UserError, match=match):
-        make_finetune_config(dict(BASE, **options))
+        make_finetune_config(dict(BASE, **options), PART_CHOICES)

@@ -13,6 +13,8 @@ them) and a ``build``. :func:`wdro_finetune.methods.factory.build_objective` com
   :class:`~wdro_finetune.attacks.ramp.RadiusRamp` wraps any of them.
 - :data:`REWEIGHTINGS` (``--reweight``): none, armor-kl, armor-kl-learned, armor-alpha.
 - :data:`REGULARIZERS` (``--triplet``): none, sa, ia, sa+ia (their miners: :data:`~.triplet.MINERS`).
+
+:data:`PART_CHOICES` gives the config's part options (``choices_from``) their names from these registries.
 """
 
 from __future__ import annotations
@@ -325,15 +327,14 @@ class _TripletBoth(_TripletSA):
 SIGNED_DISTANCE = {"abs-cosine": False, "cosine": True}  # --triplet-distance: 1 - |cos| or the signed 1 - cos
 
 
-def _check_names() -> None:
-    """Each registry holds exactly the choices the config offers (they are written in both places)."""
-    for registry, choices in ((BASE_LOSSES, options.METHODS), (THREATS, options.THREATS),
-                              (REWEIGHTINGS, options.REWEIGHTS), (REGULARIZERS, options.TRIPLETS),
-                              (MINERS, options.MINERS)):
-        if set(registry.names()) != set(choices):
-            raise RuntimeError(f"{registry.kind} registry {registry.names()} != config choices {choices}")
-    if not set(options.W2_INNERS) <= set(INNER_ATTACKS.names()) or set(SIGNED_DISTANCE) != set(options.DISTANCES):
-        raise RuntimeError("the W_2 inner maximisers or the triplet distances differ from the config choices")
+def _w2_inners() -> tuple[str, ...]:
+    """The inner maximisers of ``--threat w2`` (``--w2-inner``): those with the W_2 ball's options."""
+    return tuple(n for n in INNER_ATTACKS.names() if issubclass(INNER_ATTACKS.get(n).Options, options.W2Ball))
 
 
-_check_names()
+# The names each part choice of the config may take (``option(..., choices_from=<key>)`` in config/parts.py):
+# the registries' names, written once, above; the command line, --help and the checks read them from here.
+PART_CHOICES: dict[str, tuple[str, ...]] = {
+    "method": tuple(BASE_LOSSES.names()), "threat": tuple(THREATS.names()), "w2_inner": _w2_inners(),
+    "reweight": tuple(REWEIGHTINGS.names()), "triplet": tuple(REGULARIZERS.names()),
+    "triplet_miner": tuple(MINERS.names()), "triplet_distance": tuple(SIGNED_DISTANCE)}
