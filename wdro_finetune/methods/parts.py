@@ -7,7 +7,8 @@ them) and a ``build``. :func:`wdro_finetune.methods.factory.build_objective` com
   and a fixed number of ``steps`` (None: ``--inner-steps``); UDR takes none (it has its own soft ball).
 - :data:`THREATS` (``--threat``): which inner attack a base loss gets under that threat, and what it refuses.
 - :data:`INNER_ATTACKS`: the inner maximisers as :class:`~wdro_finetune.attacks.base.Attack` objects (PGD, FGSM
-  with random start, N-FGSM, soft-ball transport, W-PGD-budget, W-PGD-knapsack); the eps warm-up
+  with random start, N-FGSM, soft-ball transport, W-PGD-budget, W-PGD-knapsack, the stored examples of
+  ``--inner-examples precomputed-fgsm``); the eps warm-up
   :class:`~wdro_finetune.attacks.ramp.RadiusRamp` wraps any of them.
 - :data:`REWEIGHTINGS` (``--reweight``): none, armor-kl, armor-kl-learned, armor-alpha.
 - :data:`REGULARIZERS` (``--triplet``): none, sa, ia, sa+ia (their miners: :data:`~.triplet.MINERS`).
@@ -25,6 +26,7 @@ from ..attacks.base import Attack
 from ..attacks.budget_inner import WPGDBudget
 from ..attacks.knapsack_inner import WPGDKnapsack
 from ..attacks.pointwise import FGSM, PGD, NoiseFGSM
+from ..attacks.stored import StoredExamples
 from ..attacks.transport import SoftBallAttack, TransportCost
 from ..config import parts as options
 from ..errors import UserError
@@ -62,12 +64,14 @@ class Part:
 @dataclass(frozen=True)
 class Setting:
     """What an inner maximiser takes from the rest of the method: the pointwise radius ``eps`` (pixel units of
-    [0, 1]), the norm ('Linf' | 'L2'), the number of steps and the start of PGD."""
+    [0, 1]), the norm ('Linf' | 'L2'), the number of steps and the start of PGD; ``examples``: the stored
+    sensitivity examples (N_train, C, H, W) of ``--inner-examples precomputed-fgsm``."""
 
     eps: float
     norm: str
     steps: int
     start: str
+    examples: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------- base losses
@@ -137,7 +141,10 @@ class _Udr(_BaseLoss):
 class _Pointwise(Part):
     @staticmethod
     def inner(cfg: Any, base: type[_BaseLoss]) -> str:
-        """The base's own pointwise attack, or the soft ball when the attacker pays a transport cost."""
+        """The base's own pointwise attack, the soft ball when the attacker pays a transport cost, or the stored
+        examples of --inner-examples precomputed-fgsm."""
+        if cfg.inner_examples != "attack":
+            return cfg.inner_examples
         return "soft-ball" if cfg.armor_cost_weight else base.attack
 
 
@@ -184,6 +191,17 @@ class _NoiseFGSM(_PGD):
     @staticmethod
     def build(opts: options.PointwiseStep, s: Setting) -> Attack:
         return NoiseFGSM(s.eps, s.norm, step_size=opts.inner_step_size)
+
+
+@INNER_ATTACKS.register("precomputed-fgsm")
+class _PrecomputedFGSM(_Inner):
+    Options = options.Precomputed
+
+    @staticmethod
+    def build(opts: options.Precomputed, s: Setting) -> Attack:
+        if s.examples is None:
+            raise UserError("--inner-examples precomputed-fgsm needs the stored examples of the training images")
+        return StoredExamples(s.examples, opts.precomputed_eps, s.norm)
 
 
 @INNER_ATTACKS.register("soft-ball")
@@ -330,7 +348,7 @@ def _check_names() -> None:
                               (MINERS, options.MINERS)):
         if set(registry.names()) != set(choices):
             raise RuntimeError(f"{registry.kind} registry {registry.names()} != config choices {choices}")
-    if not set(options.W2_INNERS) <= set(INNER_ATTACKS.names()) or set(SIGNED_DISTANCE) != set(options.DISTANCES):
+    if not set(options.W2_INNERS) | set(options.INNER_EXAMPLES[1:]) <= set(INNER_ATTACKS.names()) or set(SIGNED_DISTANCE) != set(options.DISTANCES):
         raise RuntimeError("the W_2 inner maximisers or the triplet distances differ from the config choices")
 
 
