@@ -195,6 +195,7 @@ def make_finetune_config(options: dict[str, Any], registries: Mapping[str, Seque
                                                                                         ThreatModel.LINF):
         raise UserError("--triplet ia / sa+ia needs --dataset mnist --threat-model Linf (invariance examples are "
                         "defined for MNIST l_inf)")
+    _check_precomputed(values)
     config = FinetuneConfig(**values)
     check_device(config.device)
     return config
@@ -244,3 +245,23 @@ def _check_ranges(values: dict[str, Any]) -> None:
         raise UserError(f"--w2-inner {values['w2_inner']} needs --threat w2 (and has no --w2-stop-flipped)")
     if values.get("armor_cost_p", 2.0) not in (1.0, 2.0, math.inf):
         raise UserError(f"--armor-cost-p must be 1, 2 or inf, got {values['armor_cost_p']}")
+
+def _check_precomputed(values: dict[str, Any]) -> None:
+    """``--inner-examples precomputed-fgsm``: stored FGSM examples of the un-augmented training images replace the
+    pointwise inner attack, so no option that shapes that attack goes with them; ``--precomputed-eps`` is set
+    to ``--eps`` when not given."""
+    if values.get("inner_examples", "attack") == "attack":
+        if values.get("precomputed_eps") is not None:
+            raise UserError("--precomputed-eps needs --inner-examples precomputed-fgsm")
+        return
+    given = {"--threat w2": values.get("threat") == "w2", "--method udr": values.get("method") == "udr",
+             "--armor-cost-weight": bool(values.get("armor_cost_weight")), "--eps-ramp": bool(values.get("eps_ramp")),
+             "--inner-step-size": values.get("inner_step_size") is not None}
+    if any(given.values()):
+        raise UserError(f"--inner-examples {values['inner_examples']} replaces the pointwise inner attack; it does "
+                        f"not go with {', '.join(flag for flag, on in given.items() if on)}")
+    if values["dataset"] is not Dataset.MNIST:
+        raise UserError(f"--inner-examples {values['inner_examples']} needs --dataset mnist (training without "
+                        f"augmentation: the examples are those of the un-augmented images)")
+    values["precomputed_eps"] = check_eps(values.get("precomputed_eps", values["eps"]), values["threat_model"],
+                                          "--precomputed-eps")

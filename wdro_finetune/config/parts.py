@@ -96,6 +96,18 @@ class Ramp:
 
 
 @dataclass(frozen=True)
+class Precomputed:
+    """Static sensitivity examples (Ovalle et al.'s Table 1): one FGSM example per training image against the
+    starting model, made once, instead of an attack at every step."""
+
+    inner_examples: str = option(
+        "attack", "pointwise bases: attack (the inner attack at every step) or precomputed-fgsm (one FGSM example "
+                  "per training image against the starting model, made once and stored in the run folder)",
+        choices_from="inner_examples")
+    precomputed_eps: float | None = option(None, "radius of the precomputed FGSM examples (default: --eps)")
+
+
+@dataclass(frozen=True)
 class _InnerChoice:
     threat: str = option("pointwise", "pointwise eps-ball, or w2: W-DRO (W_2 ball of radius --delta over the batch)",
                          choices_from="threat")
@@ -105,7 +117,7 @@ class _InnerChoice:
 
 
 @dataclass(frozen=True)
-class InnerOptions(Ramp, W2Budget, SoftBall, _InnerChoice):
+class InnerOptions(Precomputed, Ramp, W2Budget, SoftBall, _InnerChoice):
     """The inner maximiser's choice and the options of every inner maximiser."""
 
 
