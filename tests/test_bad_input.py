@@ -57,6 +57,8 @@ CASES = [
     ("evaluate-delta-zero", WDRO + ["--delta", "0"], "--delta"),
     ("evaluate-delta-above-one", WDRO + ["--delta", "0.1,2"], "--delta"),
     ("evaluate-delta-not-a-number", WDRO + ["--delta", "1/x"], "1/x"),
+    ("evaluate-deltas-above-one", WDRO + ["--deltas", "0.1,2"], "--deltas values must lie in (0, 1]"),
+    ("evaluate-batch-size-zero", EV + ["--metrics", "clean", "--batch-size", "0"], "--batch-size must be >= 1"),
     ("evaluate-wdro-steps-zero", WDRO + ["--wdro-steps", "0"], "--wdro-steps"),
     ("evaluate-wdro-p-three", WDRO + ["--wdro-p", "3"], "'3'"),
     ("evaluate-eps-infinite", EV + ["--metrics", "clean", "--eps", "inf"], "finite"),
@@ -87,6 +89,8 @@ CASES = [
     ("finetune-resume-finished-run-with-other-option", FT + ["--resume", "--inner-steps", "2", "--out", "run"],
      "inner_steps: 1 -> 2"),
     ("finetune-unknown-method", FT + ["--method", "fgsm-trades", "--out", "new"], "fgsm-trades"),
+    ("finetune-unknown-method-in-config", ["finetune", "--config", "bad_method.yaml", "--out", "new"],
+     "--method must be one of fgsm-at, mart, n-fgsm-at, pgd-at, trades, udr, got 'fgsm-trades'"),
     ("finetune-steps-not-an-integer", FT + ["--steps", "two", "--out", "new"], "two"),
     ("finetune-steps-zero", FT + ["--steps", "0", "--out", "new"], "--steps"),
     ("finetune-steps-and-epochs", FT + ["--epochs", "1", "--out", "new"], "--epochs"),
@@ -217,6 +221,7 @@ def workspace(tmp_path_factory, data_dir) -> Path:
     (ws / "records_pe" / "per_example").write_text("a file where a folder belongs\n")
     (ws / "records_dirfile" / "records.jsonl").mkdir(parents=True)
     (ws / "string_bool.yaml").write_text("model: mnist-smallcnn\ndataset: mnist\namp: 'false'\n")
+    (ws / "bad_method.yaml").write_text("model: mnist-smallcnn\ndataset: mnist\nmethod: fgsm-trades\n")
     (ws / "empty_dir").mkdir()
     (ws / "garbage.pt").write_bytes(b"\x80\x04garbage" * 50)
     (ws / "wrong_type.yaml").write_text("model: mnist-smallcnn\ndataset: mnist\nn_examples: many\n")

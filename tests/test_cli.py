@@ -230,6 +230,10 @@ def test_evaluate_with_autoattack_from_the_command_line(tmp_path, smallcnn_check
     (["evaluate", "--help"], ["--model", "--n-examples", "--aa-version", "--config", "--allow-lossy-test"]),
     (["models", "--help"], ["--source"]),
     (["leaderboard", "--help"], ["--records", "--out"]),
+    (["evaluate", "--help"], ["--deltas DELTAS, --delta DELTAS", "--wdro-p {2,inf}"]),
+    (["finetune", "--help"], ["--method {fgsm-at,mart,n-fgsm-at,pgd-at,trades,udr}", "--w2-inner {budget,knapsack}",
+                              "--reweight {armor-alpha,armor-kl,armor-kl-learned,none}", "--triplet {ia,none,sa,sa+ia}",
+                              "--triplet-miner {nearest,random,semi-hard}", "--triplet-distance {abs-cosine,cosine}"]),
 ])
 def test_help_texts(args, expected, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -252,3 +256,34 @@ def test_models_lists_builtin_and_robustbench_names(capsys):
 def test_no_subcommand_is_a_one_line_error(capsys):
     rc, _, err = run_cli(capsys, [])
     assert_one_line_error(rc, err)
+
+
+# ---------------------------------------------------------------- evaluate --deltas (old name --delta)
+
+def test_evaluate_deltas_and_its_old_name_delta_resolve_to_the_same_config(tmp_path):
+    from wdro_finetune.cli import build_parser, resolve_options
+    from wdro_finetune.evaluate.runner import canonical_options, make_eval_config
+
+    def resolved(*extra: str) -> dict:
+        argv = ["evaluate", "--model", "mnist-smallcnn", "--dataset", "mnist", "--metrics", "wdro,distances", *extra]
+        return resolve_options(build_parser().parse_args(argv), canonical=canonical_options)
+
+    by_flag = [resolved(flag, "0.05,0.1") for flag in ("--deltas", "--delta")]
+    assert by_flag[0] == by_flag[1] and by_flag[0]["delta"] == "0.05,0.1" and "deltas" not in by_flag[0]
+    by_key = []
+    for key in ("delta", "deltas"):  # config-file keys: delta (as sweeps and records keep it), or the flag's name
+        (tmp_path / f"{key}.yaml").write_text(f"{key}: 0.05,0.1\n")
+        by_key.append(resolved("--config", str(tmp_path / f"{key}.yaml")))
+    configs = [make_eval_config(options) for options in by_flag + by_key]
+    assert all(config == configs[0] for config in configs)
+    assert configs[0].metric_options["wdro"]["deltas"] == configs[0].metric_options["distances"]["deltas"] == [0.05,
+                                                                                                              0.1]
+
+
+def test_evaluate_deltas_given_under_both_names_is_a_one_line_error(tmp_path, capsys):
+    config = tmp_path / "both.yaml"
+    config.write_text("delta: 0.1\ndeltas: 0.2\n")
+    rc = main(["evaluate", "--model", "mnist-smallcnn", "--dataset", "mnist", "--metrics", "wdro", "--config",
+               str(config)])
+    line = assert_one_line_error(rc, capsys.readouterr().err)
+    assert "--deltas" in line and "twice" in line

@@ -218,6 +218,33 @@ def test_every_typed_option_refuses_values_of_the_wrong_type(cls, make, base):
             assert field.replace("_", "-") in str(info.value) or field in str(info.value), (field, bad, info.value)
 
 
+def test_every_declared_bound_refuses_the_value_just_outside_it_in_one_line():
+    """Every field with bounds (``option(..., gt=, ge=, le=)``): a bound added later is covered here too."""
+    from wdro_finetune.config.finetune import finetune_fields
+    from wdro_finetune.config.options import option_flag
+
+    bounded = {name: f for name, f in finetune_fields().items() if f.metadata.get("bounds")}
+    assert {"lr", "steps", "beta", "armor_t", "momentum", "batch_size", "inner_steps"} <= set(bounded)
+    for name, f in bounded.items():
+        b = f.metadata["bounds"]
+        bad = b.gt if b.gt is not None else b.ge - 1 if b.ge is not None else b.le + 1
+        options = {"model": "m", "dataset": "mnist", "out": "x", name: bad}
+        with pytest.raises(UserError, match=rf"^{option_flag(f)} must (be|lie in) .*, got {bad:g}"):
+            make_finetune_config(options)
+        edge = b.ge if b.ge is not None else None
+        if edge is not None:
+            make_finetune_config({**options, name: edge})  # an inclusive bound admits its value
+
+
+def test_bounds_read_as_the_messages_say():
+    from wdro_finetune.config.options import Bounds
+
+    assert [Bounds(gt=0).describe(), Bounds(ge=0).describe(), Bounds(ge=0, le=1).describe(),
+            Bounds(gt=0, le=1).describe(), Bounds(le=1).describe()] == [
+        "be > 0", "be >= 0", "lie in [0, 1]", "lie in (0, 1]", "be <= 1"]
+    assert Bounds(gt=0, le=1).holds(1) and not Bounds(gt=0, le=1).holds(0) and Bounds(ge=0).holds(0)
+
+
 def test_the_same_rule_in_yaml_toml_and_sweep_files(tmp_path, capsys):
     (tmp_path / "a.yaml").write_text("model: mnist-smallcnn\ndataset: mnist\nallow_lossy_test: 'false'\n")
     (tmp_path / "b.toml").write_text('model = "mnist-smallcnn"\ndataset = "mnist"\nseed = 1.0\n')

@@ -148,3 +148,16 @@ def test_w2_job_ids_keep_the_old_uncapped_default_and_never_collide_with_the_new
         "model": "mnist-smallcnn", "seed": 0}, "finetune": {"dataset": "mnist", "threat_model": "Linf",
         "method": "trades", "threat": "w2", "delta": 0.1, "steps": 2, "model": "mnist-smallcnn", "seed": 0}}
     assert (job.job_id == stable_hash(old_identity, 12)) is same_as_old_absent
+
+
+def test_an_evaluate_deltas_key_is_the_delta_key_with_the_same_job_id(tmp_path):
+    """``deltas:`` (the flag's name) and ``delta:`` (the key job ids have always hashed) are one option."""
+    ids = []
+    for key in ("delta", "deltas"):
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(f"models: [mnist-smallcnn]\ncommon: {{dataset: mnist}}\nevaluate: {{metrics: wdro, {key}: "
+                        f"'0.05,0.1'}}\nmethods:\n  - name: pretrained\n")
+        jobs = load_sweep(path, check_device=False).jobs
+        assert jobs[0].evaluate["delta"] == "0.05,0.1" and "deltas" not in jobs[0].evaluate
+        ids.append(jobs[0].job_id)
+    assert ids[0] == ids[1]

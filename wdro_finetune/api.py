@@ -2,7 +2,7 @@
 flags (with underscores), typed results.
 
     from wdro_finetune import api
-    result = api.evaluate("mnist-smallcnn", "mnist", metrics="clean,wdro,distances", delta="1/20,1/10,1/5")
+    result = api.evaluate("mnist-smallcnn", "mnist", metrics="clean,wdro,distances", deltas="1/20,1/10,1/5")
     result.values["w2_best_acc@1/5"].value      # percent; .lo / .hi: the 95% Wilson interval; .n
     run = api.finetune("mnist-smallcnn", "mnist", method="trades", threat="w2", delta=0.2, steps=300, out="runs/a")
     api.leaderboard(records="results", out="leaderboards")   # the files written
@@ -49,7 +49,7 @@ def evaluate(model: str | nn.Module, dataset: str, *, progress: bool = False, **
     """Evaluate ``model`` (a model name as for ``--model``, or an ``nn.Module`` mapping [0, 1] images to logits)
     on ``dataset``'s test split; append the record to ``records`` (default ``results/``) and return it with
     its typed values. Options: those of ``wdro-finetune evaluate`` (``metrics``, ``n_examples``, ``eps``,
-    ``delta``, ``aa_version``, ``dist_norm``, ...)."""
+    ``deltas`` (or its old name ``delta``), ``aa_version``, ``dist_norm``, ...)."""
     from .evaluate.runner import evaluate as run_evaluation, make_eval_config
     from .models import LoadedModel
 

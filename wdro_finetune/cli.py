@@ -142,11 +142,13 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
         METRICS.get(name).add_arguments(p)
 
 
-def resolve_options(args: argparse.Namespace, exclude: tuple[str, ...] = ("func", "verbose", "command")) -> dict:
-    """Options from ``--config`` overridden by flags given on the command line (non-None)."""
+def resolve_options(args: argparse.Namespace, exclude: tuple[str, ...] = ("func", "verbose", "command"),
+                    canonical: Callable[[dict], dict] = dict) -> dict:
+    """Options from ``--config`` (keys made ``canonical``: option names) overridden by flags given on the command
+    line (non-None)."""
     from .config import load_config_file
 
-    options: dict[str, Any] = load_config_file(args.config) if getattr(args, "config", None) else {}
+    options: dict[str, Any] = canonical(load_config_file(args.config)) if getattr(args, "config", None) else {}
     options.update({k: v for k, v in vars(args).items() if v is not None and k not in exclude + ("config",)})
     return options
 
@@ -161,9 +163,9 @@ def _option_names(add: Callable[[argparse.ArgumentParser], None]) -> set[str]:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from .config import check_known_keys
     from .config.evaluation import EvalConfig
-    from .evaluate.runner import evaluate, make_eval_config
+    from .evaluate.runner import canonical_options, evaluate, make_eval_config
 
-    options = resolve_options(args)
+    options = resolve_options(args, canonical=canonical_options)
     check_known_keys(options, _option_names(_add_evaluate) | set(EvalConfig.__dataclass_fields__), "evaluate options")
     if not options.get("model") or not options.get("dataset"):
         raise UserError("evaluate needs --model and --dataset (on the command line or in --config)")
@@ -183,13 +185,16 @@ def _summary_line(record: dict) -> str:
 
 def _add_finetune(p: argparse.ArgumentParser) -> None:
     """The shared model flags, then one flag group per option group of the fine-tuning config (flags, help,
-    defaults and choices from the groups' fields: :mod:`wdro_finetune.config.finetune`)."""
+    defaults and choices from the groups' fields: :mod:`wdro_finetune.config.finetune`; the part names from the
+    registries: :data:`wdro_finetune.methods.parts.PART_CHOICES`)."""
     from .config.finetune import option_groups
     from .config.options import add_options
+    from .methods.parts import PART_CHOICES
 
     _add_model_args(p)
     for title, cls in option_groups().items():
-        add_options(p.add_argument_group(title, (cls.__doc__ or "").strip().splitlines()[0]), cls)
+        add_options(p.add_argument_group(title, (cls.__doc__ or "").strip().splitlines()[0]), cls,
+                    registries=PART_CHOICES)
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
@@ -243,14 +248,14 @@ def _add_fields(p: argparse.ArgumentParser, cls: type, groups: dict[str, str] | 
     import dataclasses
     import typing
 
-    from .config.options import option_fields, option_label
+    from .config.options import field_choices, option_fields, option_flag
 
     hints, target = typing.get_type_hints(cls), p
     for f in option_fields(cls):
         target = p.add_argument_group(groups[f.name]) if f.name in (groups or {}) else target
         meta, kind = f.metadata, hints[f.name]
-        flag = meta["flag"] or option_label(f.name)
-        kwargs = {k: v for k, v in (("help", meta["help"]), ("choices", list(meta["choices"] or ())),
+        flag = option_flag(f)
+        kwargs = {k: v for k, v in (("help", meta["help"]), ("choices", list(field_choices(f))),
                                     ("metavar", meta["metavar"])) if v}
         if flag.startswith("-"):
             kwargs.update({"required": True} if f.default is dataclasses.MISSING else {"default": f.default})

@@ -26,8 +26,9 @@ def _data():
     return torch.rand(12, 1, 4, 4), torch.randint(0, 3, (12,))
 
 
-ATTACKS = [PGD(0.1, steps=3, start="normal"), FGSM(0.1), NoiseFGSM(0.1), SoftBallAttack(0.1, TransportCost(1.0)),
-           WPGDBudget(0.1, steps=3), WPGDKnapsack(0.1, steps=3), RadiusRamp(PGD(0.1, steps=2), 4)]
+ATTACKS = [PGD(eps=0.1, steps=3, start="normal"), FGSM.with_random_start(0.1), FGSM(eps=0.1), NoiseFGSM(eps=0.1),
+           SoftBallAttack(0.1, TransportCost(1.0)), WPGDBudget(0.1, steps=3), WPGDKnapsack(0.1, steps=3),
+           RadiusRamp(PGD(eps=0.1, steps=2), 4)]
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: type(a).__name__)
@@ -45,10 +46,10 @@ def test_the_attacks_make_the_iterates_of_the_functions_they_wrap():
     model, (x, y) = _model(), _data()
     objective = lambda z: cross_entropy(z, y)  # noqa: E731
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    pgd = PGD(0.1, steps=3, start="uniform")(model, x, y, loss=cross_entropy, generator=gen())
+    pgd = PGD(eps=0.1, steps=3, start="uniform")(model, x, y, loss=cross_entropy, generator=gen())
     assert torch.equal(pgd, pgd_maximize(model.eval(), x, objective, eps=0.1, steps=3, step_size=default_step(0.1, 3),
                                          start="uniform", generator=gen()))
-    fgsm = FGSM(0.1)(model, x, y, loss=cross_entropy, generator=gen())
+    fgsm = FGSM.with_random_start(0.1)(model, x, y, loss=cross_entropy, generator=gen())
     assert torch.equal(fgsm, pgd_maximize(model, x, objective, eps=0.1, steps=1, step_size=0.125, start="uniform",
                                           generator=gen()))
     cost = TransportCost(2.0)

@@ -58,11 +58,11 @@ def test_a_ramped_attack_equals_the_attack_built_at_the_smaller_radius():
 
 def test_factory_passes_step_size_and_ramp():
     obj = build_objective(make_finetune_config(dict(BASE, method="fgsm-at", inner_step_size=0.3)))
-    assert obj.base.maximizer.step_size == 0.3
-    assert build_objective(make_finetune_config(dict(BASE, method="fgsm-at"))).base.maximizer.step_size == \
-        pytest.approx(0.375)
+    assert obj.base.maximizer.options.step_size == 0.3
+    fgsm = build_objective(make_finetune_config(dict(BASE, method="fgsm-at"))).base.maximizer
+    assert fgsm.options.random_start and fgsm.options.step_size == pytest.approx(0.375)
     ramped = build_objective(make_finetune_config(dict(BASE, method="trades", eps_ramp=5))).base.maximizer
-    assert isinstance(ramped, RadiusRamp) and ramped.inner.eps == 0.3
+    assert isinstance(ramped, RadiusRamp) and ramped.inner.options.eps == 0.3
 
 
 @pytest.mark.parametrize("options, match", [
@@ -137,10 +137,12 @@ def test_knapsack_composes_with_armor_and_the_triplet_term_and_gets_the_labels()
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(w2_inner="greedy"), "w2_inner"),
+    (dict(w2_inner="greedy"), "--w2-inner must be one of budget, knapsack"),
     (dict(w2_inner="knapsack"), "--threat w2"),
     (dict(threat="w2", w2_inner="knapsack", w2_stop_flipped=True), "--w2-stop-flipped"),
 ])
 def test_bad_w2_inner_values_are_user_errors(options, match):
+    from wdro_finetune.methods.parts import PART_CHOICES
+
     with pytest.raises(UserError, match=match):
-        make_finetune_config(dict(BASE, **options))
+        make_finetune_config(dict(BASE, **options), PART_CHOICES)

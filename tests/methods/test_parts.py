@@ -1,5 +1,6 @@
-"""The registries of training parts: their names are the config's choices, their options are the config's
-fields, and every combination of parts either builds or is refused with a one-line UserError."""
+"""The registries of training parts: their names are the config's choices (written once, in the registries),
+their options are the config's fields, and every combination of parts either builds or is refused with a
+one-line UserError."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import itertools
 
 import pytest
 
-from wdro_finetune.config import parts as config_parts
 from wdro_finetune.config.finetune import FinetuneConfig, finetune_fields, make_finetune_config, option_groups
 from wdro_finetune.errors import UserError
 from wdro_finetune.methods.factory import build_objective
-from wdro_finetune.methods.parts import BASE_LOSSES, INNER_ATTACKS, REGULARIZERS, REWEIGHTINGS, THREATS
+from wdro_finetune.methods.parts import (BASE_LOSSES, INNER_ATTACKS, PART_CHOICES, REGULARIZERS, REWEIGHTINGS,
+                                         SIGNED_DISTANCE, THREATS)
 from wdro_finetune.methods.triplet import MINERS
 
 REGISTRIES = {BASE_LOSSES: "method", THREATS: "threat", REWEIGHTINGS: "reweight", REGULARIZERS: "triplet",
@@ -20,8 +21,18 @@ REGISTRIES = {BASE_LOSSES: "method", THREATS: "threat", REWEIGHTINGS: "reweight"
 
 
 @pytest.mark.parametrize("registry", list(REGISTRIES), ids=lambda r: r.kind)
-def test_each_registry_holds_the_choices_of_its_option(registry):
-    assert set(registry.names()) == set(finetune_fields()[REGISTRIES[registry]].metadata["choices"])
+def test_each_registry_supplies_the_choices_of_its_option(registry):
+    field = finetune_fields()[REGISTRIES[registry]]
+    assert field.metadata["choices_from"] == field.name and field.metadata["choices"] is None
+    assert PART_CHOICES[field.name] == tuple(registry.names())
+
+
+def test_every_part_choice_of_the_config_has_its_names_and_a_valid_default():
+    keyed = {name: f for name, f in finetune_fields().items() if f.metadata.get("choices_from")}
+    assert set(keyed) == set(PART_CHOICES)
+    assert all(f.default in PART_CHOICES[f.metadata["choices_from"]] for f in keyed.values())
+    assert PART_CHOICES["w2_inner"] == ("budget", "knapsack")
+    assert PART_CHOICES["triplet_distance"] == tuple(SIGNED_DISTANCE)
 
 
 def test_every_part_reads_only_options_of_the_config():
@@ -30,7 +41,7 @@ def test_every_part_reads_only_options_of_the_config():
         for name in registry.names():
             entry = registry.get(name)
             assert {f.name for f in dataclasses.fields(entry.Options)} <= set(fields), (registry.kind, name)
-    assert set(config_parts.W2_INNERS) <= set(INNER_ATTACKS.names())
+    assert set(PART_CHOICES["w2_inner"]) <= set(INNER_ATTACKS.names())
 
 
 def test_each_flat_option_belongs_to_one_group_and_to_json_names_them_all():
@@ -47,7 +58,7 @@ def test_each_flat_option_belongs_to_one_group_and_to_json_names_them_all():
         cfg.nope  # noqa: B018
 
 
-@pytest.mark.parametrize("method, threat", list(itertools.product(config_parts.METHODS, config_parts.THREATS)))
+@pytest.mark.parametrize("method, threat", list(itertools.product(PART_CHOICES["method"], PART_CHOICES["threat"])))
 def test_every_base_loss_with_every_threat_builds_or_is_a_user_error(method, threat):
     for extra in ({}, {"eps_ramp": 2}, {"armor_cost_weight": 1.0}, {"w2_inner": "knapsack"}):
         if "w2_inner" in extra and threat != "w2":
@@ -59,3 +70,14 @@ def test_every_base_loss_with_every_threat_builds_or_is_a_user_error(method, thr
             assert "\n" not in str(exc)
             continue
         assert objective.label.endswith(method)
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm", "n-fgsm"])
+def test_the_pointwise_inner_maximisers_are_the_registered_attacks(name):
+    from wdro_finetune.attacks import ATTACKS
+    from wdro_finetune.methods.parts import Setting
+
+    opts = INNER_ATTACKS.get(name).Options(inner_steps=3, inner_step_size=None)
+    attack = INNER_ATTACKS.get(name).build(opts, Setting(eps=0.1, norm="L2", steps=3, start="normal"))
+    assert type(attack) is ATTACKS.get(name)
+    assert (attack.options.eps, attack.options.norm) == (0.1, "L2")

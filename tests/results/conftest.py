@@ -6,10 +6,8 @@ import copy
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from wdro_finetune.evaluate.values import MetricValue
 from wdro_finetune.results.records import append_record, save_per_example
 
 COMMITTED = Path(__file__).resolve().parents[2] / "leaderboards" / "records" / "records.jsonl"
@@ -21,11 +19,6 @@ def _template() -> dict:
     rec = next(r for r in lines if r.get("training"))
     rec["metrics"], rec["labels"] = {}, {}
     return rec
-
-
-def accuracy(correct: int, n: int) -> dict:
-    """A metric entry as records hold it: value, n and the Wilson interval."""
-    return MetricValue.accuracy(np.arange(n) < correct).to_json()
 
 
 @pytest.fixture

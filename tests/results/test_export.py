@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import accuracy
+from results_helpers import accuracy
 from wdro_finetune.cli import main
 from wdro_finetune.compat import import_robustbench
 from wdro_finetune.config import Dataset, ThreatModel

@@ -7,7 +7,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from conftest import accuracy
+from results_helpers import accuracy
 from wdro_finetune.attacks.knapsack import knapsack_accuracy
 from wdro_finetune.cli import main
 from wdro_finetune.results.plots import FINE_GRID, curve_data

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from conftest import accuracy
+from results_helpers import accuracy
 from wdro_finetune.results.best_known import best_known
 from wdro_finetune.results.formatting import eps_text
 from wdro_finetune.results.leaderboard import build_leaderboards

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import accuracy
+from results_helpers import accuracy
 from wdro_finetune.cli import main
 from wdro_finetune.results.leaderboard import build_leaderboards
 from wdro_finetune.results.rows import build_rows

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import accuracy
+from results_helpers import accuracy
 from wdro_finetune.results.leaderboard import build_leaderboards
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

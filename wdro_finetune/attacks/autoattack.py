@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config.options import option
-from .eval_attacks import ConfiguredAttack, call_with_output
+from .configured import ConfiguredAttack, call_with_output
 from .pointwise import NORMS
 
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")

@@ -35,7 +35,7 @@ from torch import nn
 from ..config.options import option
 from ._mode import eval_mode
 from .base import Attack
-from .eval_attacks import ConfiguredAttack, call_with_output
+from .configured import ConfiguredAttack, call_with_output
 from .pointwise import (NORMS, ascent_direction, check_norm, default_step, per_sample_norm, per_sample_view,
                         project_to_ball)
 
@@ -100,15 +100,19 @@ def minimal_distances(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def candidate_attacks(settings: DistanceSettings) -> list[tuple[str, Attack]]:
-    """The ensemble's candidate attacks in the order of ``settings.attacks`` (FAB-T: one per target class)."""
-    out: list[tuple[str, Attack]] = []
-    for name in settings.attacks:
-        if name == "fmn":
-            out.append((name, FMN(norm=settings.norm, steps=settings.fmn_steps)))
-        elif name == "fab-t":
-            out += [(name, FABT(norm=settings.norm, steps=settings.fab_steps, target=k))
-                    for k in range(2, 2 + settings.fab_targets)]
-    return out
+    """The ensemble's candidate attacks in the order of ``settings.attacks`` (FAB-T: one per target class;
+    ``refine`` improves the others' candidates, so it makes none of its own)."""
+    return [(name, attack) for name in settings.attacks for attack in _CANDIDATES.get(name, _none)(settings)]
+
+
+def _none(settings: DistanceSettings) -> list[Attack]:
+    return []
+
+
+_CANDIDATES = {
+    "fmn": lambda s: [FMN(norm=s.norm, steps=s.fmn_steps)],
+    "fab-t": lambda s: [FABT(norm=s.norm, steps=s.fab_steps, target=k) for k in range(2, 2 + s.fab_targets)],
+}
 
 
 def verified_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,

@@ -8,8 +8,10 @@ gradient is its own: per-sample losses are summed, never averaged, before differ
 - l_inf steps: x <- clip(x + a * sign(g)); l_2 steps: x <- clip(x + a * g / ||g||_2).
 - Projection onto the ball (not the sphere): a perturbation already inside is left alone.
 
-The training inner maximisers are :class:`~.base.Attack` objects: :class:`PGD` (normal or uniform start),
-:class:`FGSM` (random start) and :class:`NoiseFGSM` (N-FGSM); their default step is :func:`default_step`.
+The attack objects (one family for training and evaluation, in :data:`~.registry.ATTACKS` as ``pgd``, ``fgsm``,
+``n-fgsm``; the training inner maximisers are built from them) are :class:`~.configured.ConfiguredAttack` subclasses:
+:class:`PGD` (none, uniform or normal start; default step :func:`default_step`), :class:`FGSM` (optionally with
+random start: :meth:`FGSM.with_random_start`) and :class:`NoiseFGSM` (N-FGSM).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..config.options import option
 from ._mode import eval_mode
-from .base import Attack
-from .losses import AttackLoss, LossSpec, get_attack_loss
-from .ramp import ScalesEps
+from .configured import ConfiguredAttack
+from .losses import LossSpec, get_attack_loss
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 NORMS = ("Linf", "L2")
@@ -41,56 +43,86 @@ def default_step(eps: float | torch.Tensor, steps: int) -> float | torch.Tensor:
 
 
 @dataclass(frozen=True)
-class PGD(ScalesEps, Attack):
-    """K-step PGD (Madry et al. 2018) in the eps-ball (l_inf or l_2, pixel units of [0, 1]); ``start`` 'uniform'
-    (PGD-AT), 'normal' (TRADES: x + 0.001 N(0, 1)) or 'none'; ``step_size`` None: :func:`default_step`."""
-
-    eps: float
-    norm: str = "Linf"
-    steps: int = 10
-    step_size: float | None = None
-    start: str = "uniform"
-
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
-                generator: torch.Generator | None) -> torch.Tensor:
-        step = self.step_size if self.step_size is not None else default_step(self.eps, self.steps)
-        return pgd_maximize(model, x, lambda logits: loss(logits, y), eps=self.eps, norm=self.norm,
-                            steps=self.steps, step_size=step, start=self.start, generator=generator)
+class PGDOptions:
+    eps: float = option(8 / 255, "radius of the ball in pixel units of [0, 1]")
+    norm: str = option("Linf", "norm of the ball", choices=NORMS)
+    steps: int = option(10, "gradient steps")
+    step_size: float | None = option(None, "step length (default: 2.5 eps / steps)")
+    start: str = option("uniform", "start point: x itself, uniform in the ball, or x + 0.001 N(0, 1) (TRADES)",
+                        choices=STARTS)
 
 
 @dataclass(frozen=True)
-class FGSM(ScalesEps, Attack):
-    """FGSM with random start (Wong et al. 2020): a uniform point of the eps-ball, one step of ``step_size``
-    (default 1.25 eps), projected to the ball and [0, 1]."""
-
-    eps: float
-    norm: str = "Linf"
-    step_size: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.step_size is None:
-            object.__setattr__(self, "step_size", FGSM_STEP_FACTOR * self.eps)
-
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
-                generator: torch.Generator | None) -> torch.Tensor:
-        return pgd_maximize(model, x, lambda logits: loss(logits, y), eps=self.eps, norm=self.norm, steps=1,
-                            step_size=self.step_size, start="uniform", generator=generator)
+class FGSMOptions:
+    eps: float = option(8 / 255, "radius of the ball in pixel units of [0, 1]")
+    norm: str = option("Linf", "norm of the ball", choices=NORMS)
+    random_start: bool = option(False, "start at a uniform random point of the ball instead of x")
+    step_size: float | None = option(None, "step length (default: eps)")
 
 
 @dataclass(frozen=True)
-class NoiseFGSM(ScalesEps, Attack):
-    """N-FGSM (de Jorge et al. 2022): uniform noise in the (noise_scale * eps)-ball, one step of ``step_size``
-    (default eps), no projection to the eps-ball (:func:`noise_fgsm_maximize`)."""
+class NoiseFGSMOptions:
+    eps: float = option(8 / 255, "radius of the ball in pixel units of [0, 1]")
+    norm: str = option("Linf", "norm of the ball", choices=NORMS)
+    noise_scale: float = option(2.0, "the uniform noise fills the (noise_scale * eps)-ball")
+    step_size: float | None = option(None, "step length (default: eps)")
 
-    eps: float
-    norm: str = "Linf"
-    noise_scale: float = 2.0
-    step_size: float | None = None
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
-                generator: torch.Generator | None) -> torch.Tensor:
-        return noise_fgsm_maximize(model, x, lambda logits: loss(logits, y), eps=self.eps, norm=self.norm,
-                                   noise_scale=self.noise_scale, step_size=self.step_size, generator=generator)
+class _Pointwise(ConfiguredAttack):
+    """A pointwise attack: ``options`` has ``eps`` and ``step_size``; :meth:`scaled` serves the eps warm-up."""
+
+    def scaled(self, factor: float) -> "_Pointwise":
+        """A copy with ``eps`` and an explicit ``step_size`` times ``factor`` (:class:`~.ramp.RadiusRamp`)."""
+        o = self.options
+        return type(self)(o, eps=o.eps * factor, step_size=None if o.step_size is None else o.step_size * factor)
+
+
+class PGD(_Pointwise):
+    """K-step PGD (Madry et al., ICLR 2018) in the eps-ball (l_inf or l_2, pixel units of [0, 1]), each step
+    projected to the ball and [0, 1]; returns the last iterate. ``start`` 'uniform' (PGD-AT), 'normal' (TRADES:
+    x + 0.001 N(0, 1)) or 'none', drawn from ``generator`` (default: the global RNG); ``step_size`` None:
+    :func:`default_step`."""
+
+    Options = PGDOptions
+
+    def perturb(self, model, x, y, loss, generator):
+        o = self.options
+        step = o.step_size if o.step_size is not None else default_step(o.eps, o.steps)
+        return pgd_maximize(model, x, lambda logits: loss(logits, y), eps=o.eps, norm=o.norm, steps=o.steps,
+                            step_size=step, start=o.start, generator=generator)
+
+
+class FGSM(_Pointwise):
+    """FGSM (Goodfellow, Shlens & Szegedy, ICLR 2015): one steepest-ascent step of ``step_size`` (default eps;
+    l_inf: sign of the gradient, l_2: normalised gradient) from x, or from a uniform point of the ball with
+    ``random_start``, projected to the eps-ball around x and to [0, 1]."""
+
+    Options = FGSMOptions
+
+    @classmethod
+    def with_random_start(cls, eps: float, norm: str = "Linf", step_size: float | None = None) -> "FGSM":
+        """FGSM with random start (Wong, Rice & Kolter, ICLR 2020), the fgsm-at inner maximiser: a uniform point
+        of the ball, one step of ``step_size`` (default 1.25 eps)."""
+        return cls(eps=eps, norm=norm, random_start=True,
+                   step_size=FGSM_STEP_FACTOR * eps if step_size is None else step_size)
+
+    def perturb(self, model, x, y, loss, generator):
+        o = self.options
+        return pgd_maximize(model, x, lambda logits: loss(logits, y), eps=o.eps, norm=o.norm, steps=1,
+                            step_size=o.eps if o.step_size is None else o.step_size,
+                            start="uniform" if o.random_start else "none", generator=generator)
+
+
+class NoiseFGSM(_Pointwise):
+    """N-FGSM (de Jorge et al., NeurIPS 2022): uniform noise in the (noise_scale * eps)-ball, one step of
+    ``step_size`` (default eps), no projection to the eps-ball (:func:`noise_fgsm_maximize`)."""
+
+    Options = NoiseFGSMOptions
+
+    def perturb(self, model, x, y, loss, generator):
+        o = self.options
+        return noise_fgsm_maximize(model, x, lambda logits: loss(logits, y), eps=o.eps, norm=o.norm,
+                                   noise_scale=o.noise_scale, step_size=o.step_size, generator=generator)
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "Linf",

@@ -1,8 +1,8 @@
 """The eps warm-up of training: :class:`RadiusRamp` runs an attack at a growing fraction of its radius.
 
 An attack that can be ramped has ``scaled(factor)``: a copy whose radius (and explicit step sizes, per-image
-caps) are ``factor`` times its own; the mixins :class:`ScalesEps` (pointwise eps-balls) and :class:`ScalesDelta`
-(W_2 balls) give it to frozen dataclass attacks.
+caps) are ``factor`` times its own; the mixins :class:`ScalesEps` (eps-balls) and :class:`ScalesDelta` (W_2
+balls) give it to frozen dataclass attacks; the configured pointwise attacks (:mod:`.pointwise`) have their own.
 """
 
 from __future__ import annotations

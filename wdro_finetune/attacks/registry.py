@@ -8,13 +8,14 @@ from typing import Any
 
 from ..registry import Registry
 from .autoattack import AutoAttackEnsemble
-from .eval_attacks import ConfiguredAttack, FGSMAttack, PGDAttack
+from .configured import ConfiguredAttack
 from .minimal_norm import FABT, FMN, Refine
+from .pointwise import FGSM, PGD, NoiseFGSM
 from .wasserstein_eval import WPGD
 
 ATTACKS: Registry[type[ConfiguredAttack]] = Registry("attack")
-for _name, _cls in (("fgsm", FGSMAttack), ("pgd", PGDAttack), ("w-pgd", WPGD), ("fmn", FMN), ("fab-t", FABT),
-                    ("refine", Refine), ("autoattack", AutoAttackEnsemble)):
+for _name, _cls in (("fgsm", FGSM), ("pgd", PGD), ("n-fgsm", NoiseFGSM), ("w-pgd", WPGD), ("fmn", FMN),
+                    ("fab-t", FABT), ("refine", Refine), ("autoattack", AutoAttackEnsemble)):
     ATTACKS.add(_name, _cls)
 
 

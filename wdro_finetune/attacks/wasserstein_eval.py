@@ -30,7 +30,7 @@ from torch import nn
 
 from ..distributed import global_max, global_sums
 from ..config.options import option
-from .eval_attacks import ConfiguredAttack, call_with_output
+from .configured import ConfiguredAttack, call_with_output
 from .losses import LOSS_NAMES, AttackLoss, LossSpec, get_attack_loss
 from .pointwise import (NORMS, ascent_direction, check_norm, input_gradient, per_sample_norm, project_to_ball,
                         per_sample_view)

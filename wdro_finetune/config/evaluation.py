@@ -7,12 +7,12 @@ validated options, the size of a test split and the method label of initial (unt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from . import Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number, parse_threat_model
 from ..errors import UserError
-from .options import convert_fields
+from .options import bounded, check_bounds, convert_fields
 
 DEFAULT_METRICS = ("clean", "autoattack")
 
@@ -36,7 +36,7 @@ class EvalConfig:
     model_dir: str = "models"
     data_dir: str | None = None
     allow_lossy_test: bool = False
-    batch_size: int = 250
+    batch_size: int = bounded(250, ge=1)
     device: str = "cpu"
     seed: int = 0
     records: str = "results"
@@ -65,8 +65,7 @@ def build_eval_config(options: dict[str, Any], *, metric_options: MetricOptions,
     if not 1 <= n <= total:  # checked before any model is loaded or downloaded
         raise UserError(f"n_examples must be between 1 and {total} for the {dataset.value} test split, got {n}")
     batch_size = _given(options, "batch_size", 250)
-    if batch_size < 1:
-        raise UserError(f"batch size must be >= 1, got {batch_size}")
+    check_bounds(fields(EvalConfig), {"batch_size": batch_size})
     device = check_device(options.get("device") or "cpu")
     pretrained = _given(options, "pretrained", True)
     method = options.get("method") or ("pretrained" if pretrained or options.get("checkpoint") else random_init)

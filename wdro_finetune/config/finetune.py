@@ -15,12 +15,12 @@ import math
 import typing
 from dataclasses import MISSING, dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from . import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
                parse_threat_model, to_jsonable)
 from ..errors import UserError
-from .options import convert_fields, flat_fields, option
+from .options import bounded, check_bounds, check_choices, convert_fields, flat_fields, option
 from .parts import BaseLossOptions, InnerOptions, RegularizerOptions, ReweightOptions
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -48,8 +48,8 @@ class ModelData:
     trust_checkpoint: bool = False
     pretrained: bool = option(True, "start from the source's pretrained weights (--no-pretrained: random init)")
     init: str = option("continue", "continue | reinit-head | perturb:SIGMA")
-    train_subset: int | None = option(None, "use the first N training images")
-    holdout: int = option(500, "training images held out for the per-epoch PGD check")
+    train_subset: int | None = option(None, "use the first N training images", gt=0)
+    holdout: int = option(500, "training images held out for the per-epoch PGD check", ge=0)
     seed: int = 0
     device: str = "cpu"
 
@@ -58,17 +58,17 @@ class ModelData:
 class Optimisation:
     """Optimiser, schedule and length; lr per optimiser step."""
 
-    epochs: int | None = option(None, "epochs over the training data")
-    steps: int | None = option(None, "optimiser steps (default 500 if no --epochs)")
-    lr: float = option(0.01, "peak learning rate")
+    epochs: int | None = option(None, "epochs over the training data", gt=0)
+    steps: int | None = option(None, "optimiser steps (default 500 if no --epochs)", gt=0)
+    lr: float = option(0.01, "peak learning rate", gt=0)
     optimizer: str = option("sgd", "optimiser (sgd: momentum 0.9, nesterov)", choices=OPTIMIZERS)
-    momentum: float = 0.9
+    momentum: float = bounded(0.9, ge=0)
     nesterov: bool = True
     schedule: str = option("cosine", "learning-rate schedule after the warm-up", choices=SCHEDULES)
-    warmup: int = option(0, "linear warm-up steps")
-    weight_decay: float = option(5e-4, "weight decay (not on biases and norms)")
-    batch_size: int = 128
-    grad_clip: float | None = option(None, "max global gradient norm (default off)")
+    warmup: int = option(0, "linear warm-up steps", ge=0)
+    weight_decay: float = option(5e-4, "weight decay (not on biases and norms)", ge=0)
+    batch_size: int = bounded(128, gt=0)  # the flag: the shared model flags
+    grad_clip: float | None = option(None, "max global gradient norm (default off)", gt=0)
     amp: bool | None = option(None, "bf16 autocast (default: on for CUDA)")
     channels_last: bool | None = option(None, "channels_last memory format (default: on for CUDA)")
 
@@ -78,10 +78,10 @@ class Outputs:
     """The run folder, its checkpoints and the evaluation of the result (--eval-after)."""
 
     out: str = option("runs/finetune", "run folder")
-    checkpoint_every: int = option(100, "steps between checkpoints")
+    checkpoint_every: int = option(100, "steps between checkpoints", gt=0)
     resume: bool = option(False, "continue the run in --out", action="store_true")
     eval_after: tuple[str, ...] = option((), "metrics to evaluate on the result, e.g. clean,autoattack")
-    n_eval: int = option(1000, "test examples for --eval-after")
+    n_eval: int = option(1000, "test examples for --eval-after", gt=0)
     aa_version: str = option("standard", "AutoAttack version for --eval-after")
     records: str = option("results", "records folder for --eval-after")
 
@@ -156,11 +156,14 @@ def option_default(name: str) -> Any:
 _FIELDS = flat_fields(FinetuneConfig)
 
 
-def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
+def make_finetune_config(options: dict[str, Any], registries: Mapping[str, Sequence[str]] | None = None
+                         ) -> FinetuneConfig:
     """Validated config from resolved options (config file overridden by command-line flags); with ``resume``
     the options missing come from the run's ``run.json`` (``--resume --out DIR`` alone continues that run).
-    The values only: the model folder and the ``--eval-after`` metrics are checked by
-    :func:`wdro_finetune.workflows.finetune.make_finetune_run`."""
+    ``registries``: the part names of the ``choices_from`` options (``--method``, ...; given by
+    :func:`wdro_finetune.workflows.finetune.make_finetune_run`; without them an unknown part name is refused
+    when the objective is built). The values only: the model folder and the ``--eval-after`` metrics are
+    checked by :func:`~wdro_finetune.workflows.finetune.make_finetune_run`."""
     if options.get("resume") is True:
         from .saved_run import with_saved_options
 
@@ -177,7 +180,7 @@ def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
     values = {k: v for k, v in options.items() if k in _FIELDS and v is not None}
     values.update(dataset=dataset, threat_model=threat_model, eps=eps)
     values = _coerce(values)
-    _check_choices(values)
+    _check_choices(values, registries)
     uncapped = values.get("w2_budget_cap") == UNCAPPED
     if uncapped:
         if values.get("threat") != "w2":
@@ -192,6 +195,7 @@ def make_finetune_config(options: dict[str, Any]) -> FinetuneConfig:
                                                                                         ThreatModel.LINF):
         raise UserError("--triplet ia / sa+ia needs --dataset mnist --threat-model Linf (invariance examples are "
                         "defined for MNIST l_inf)")
+    _check_precomputed(values)
     config = FinetuneConfig(**values)
     check_device(config.device)
     return config
@@ -210,11 +214,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         ("w2_budget_cap",) if out.get("w2_budget_cap") == UNCAPPED else ()))
 
 
-def _check_choices(values: dict[str, Any]) -> None:
-    for key, field in _FIELDS.items():
-        choices = field.metadata.get("choices")
-        if choices and key in values and values[key] not in choices:
-            raise UserError(f"--{key} must be one of {', '.join(choices)}, got {values[key]!r}")
+def _check_choices(values: dict[str, Any], registries: Mapping[str, Sequence[str]] | None) -> None:
+    check_choices(_FIELDS.values(), values, registries)
     init = str(values.get("init", "continue"))
     if init not in ("continue", "reinit-head") and not init.startswith("perturb:"):
         raise UserError(f"--init must be continue, reinit-head or perturb:SIGMA, got {init!r}")
@@ -229,14 +230,7 @@ def _check_ranges(values: dict[str, Any]) -> None:
         raise UserError("give --epochs or --steps, not both")
     if values.get("epochs") is None and values.get("steps") is None:
         values["steps"] = 500
-    positive = ("inner_steps", "epochs", "steps", "batch_size", "train_subset", "checkpoint_every", "lr", "n_eval",
-                "triplet_pool", "armor_lr", "inner_step_size")
-    for key in positive:
-        if values.get(key) is not None and values[key] <= 0:
-            raise UserError(f"--{key.replace('_', '-')} must be > 0, got {values[key]}")
-    for key in ("beta", "weight_decay", "warmup", "holdout", "momentum", "eps_ramp"):
-        if values.get(key) is not None and values[key] < 0:
-            raise UserError(f"--{key.replace('_', '-')} must be >= 0, got {values[key]}")
+    check_bounds(_FIELDS.values(), values)  # the bounds declared on the fields (gt / ge / le)
     if values.get("delta") is not None:
         check_eps(values["delta"], values["threat_model"], "--delta")
     cap = values.get("w2_budget_cap")
@@ -249,11 +243,25 @@ def _check_ranges(values: dict[str, Any]) -> None:
         raise UserError("--w2-stop-flipped needs --threat w2")
     if values.get("w2_inner", "budget") != "budget" and (values.get("threat") != "w2" or values.get("w2_stop_flipped")):
         raise UserError(f"--w2-inner {values['w2_inner']} needs --threat w2 (and has no --w2-stop-flipped)")
-    if values.get("grad_clip") is not None and values["grad_clip"] <= 0:
-        raise UserError("--grad-clip must be > 0")
-    if values.get("armor_cost_weight", 0.0) < 0 or values.get("armor_cost_q", 2.0) <= 0:
-        raise UserError("--armor-cost-weight must be >= 0 and --armor-cost-q > 0")
     if values.get("armor_cost_p", 2.0) not in (1.0, 2.0, math.inf):
         raise UserError(f"--armor-cost-p must be 1, 2 or inf, got {values['armor_cost_p']}")
-    if not 0 <= values.get("armor_t", 0.5) <= 1:
-        raise UserError("--armor-t must lie in [0, 1]")
+
+def _check_precomputed(values: dict[str, Any]) -> None:
+    """``--inner-examples precomputed-fgsm``: stored FGSM examples of the un-augmented training images replace the
+    pointwise inner attack, so no option that shapes that attack goes with them; ``--precomputed-eps`` is set
+    to ``--eps`` when not given."""
+    if values.get("inner_examples", "attack") == "attack":
+        if values.get("precomputed_eps") is not None:
+            raise UserError("--precomputed-eps needs --inner-examples precomputed-fgsm")
+        return
+    given = {"--threat w2": values.get("threat") == "w2", "--method udr": values.get("method") == "udr",
+             "--armor-cost-weight": bool(values.get("armor_cost_weight")), "--eps-ramp": bool(values.get("eps_ramp")),
+             "--inner-step-size": values.get("inner_step_size") is not None}
+    if any(given.values()):
+        raise UserError(f"--inner-examples {values['inner_examples']} replaces the pointwise inner attack; it does "
+                        f"not go with {', '.join(flag for flag, on in given.items() if on)}")
+    if values["dataset"] is not Dataset.MNIST:
+        raise UserError(f"--inner-examples {values['inner_examples']} needs --dataset mnist (training without "
+                        f"augmentation: the examples are those of the un-augmented images)")
+    values["precomputed_eps"] = check_eps(values.get("precomputed_eps", values["eps"]), values["threat_model"],
+                                          "--precomputed-eps")

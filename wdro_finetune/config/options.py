@@ -21,7 +21,7 @@ import dataclasses
 import re
 import typing
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
 from . import parse_number
 from ..errors import UserError
@@ -118,14 +118,106 @@ def _short(value: Any) -> str:
 
 
 # ---------------------------------------------------------------- options declared once, on dataclass fields
-def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None,
-           metavar: str | None = None, action: str | None = None) -> Any:
-    """A config dataclass field that is also a command-line option: its default, help text and choices are
-    written here once; :func:`add_options` turns the fields into flags (``--<field-name>`` unless ``flag``).
-    ``default`` may be ``dataclasses.MISSING`` (a required field); ``action="store_true"``: a plain switch (no
-    ``--no-x``), for a boolean that only the command line turns on."""
-    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
-                                                        "metavar": metavar, "action": action})
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The allowed values of a number option (each item of a list option): ``> gt``, ``>= ge``, ``<= le``
+    (None: no such bound)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+
+    def holds(self, value: float) -> bool:
+        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                and (self.le is None or value <= self.le))
+
+    def describe(self) -> str:
+        """``be > 0``, ``be >= 0``, ``lie in [0, 1]``, ``lie in (0, 1]``, ``be <= 1``."""
+        low = f"> {self.gt:g}" if self.gt is not None else f">= {self.ge:g}" if self.ge is not None else None
+        if self.le is None:
+            return f"be {low}"
+        if low is None:
+            return f"be <= {self.le:g}"
+        return f"lie in {'(' if self.gt is not None else '['}{low.split()[1]}, {self.le:g}]"
+
+
+def _bounds(gt: float | None, ge: float | None, le: float | None) -> Bounds | None:
+    return Bounds(gt, ge, le) if (gt, ge, le) != (None, None, None) else None
+
+
+def option(default: Any, help: str, *, flag: str | None = None, aliases: tuple[str, ...] = (),
+           choices: tuple[str, ...] | None = None, choices_from: str | None = None, metavar: str | None = None,
+           action: str | None = None, gt: float | None = None, ge: float | None = None,
+           le: float | None = None) -> Any:
+    """A config dataclass field that is also a command-line option: its default, help text, choices and bounds
+    are written here once; :func:`add_options` turns the fields into flags (``--<field-name>`` unless ``flag``;
+    ``aliases``: further flags of the same option, e.g. an old name). ``choices_from``: the key of a registry
+    that the config floor cannot import (see :func:`field_choices`); ``gt`` / ``ge`` / ``le``: the value
+    (each item of a list) must be >, >=, <= that (:func:`check_bounds`). ``default`` may be
+    ``dataclasses.MISSING`` (a required field); ``action="store_true"``: a plain switch (no ``--no-x``), for a
+    boolean that only the command line turns on."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "flag": flag, "aliases": aliases, "choices": choices, "choices_from": choices_from,
+        "metavar": metavar, "action": action, "bounds": _bounds(gt, ge, le)})
+
+
+def bounded(default: Any, *, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
+    """A config dataclass field with bounds (as :func:`option`) that is no flag of its own (a config-file key, or
+    a flag made elsewhere)."""
+    return dataclasses.field(default=default, metadata={"bounds": _bounds(gt, ge, le)})
+
+
+def option_flag(f: dataclasses.Field) -> str:
+    """The flag that names field ``f`` in help and messages: its own ``flag``, else ``--<field-name>``."""
+    return f.metadata.get("flag") or option_label(f.name)
+
+
+def field_choices(f: dataclasses.Field, registries: Mapping[str, Sequence[str]] | None = None) -> tuple[str, ...]:
+    """The names field ``f`` may take: its ``choices``, or those of its ``choices_from`` key in ``registries``
+    (given by a floor that may import the registries; () when not given: unchecked here)."""
+    key = f.metadata.get("choices_from")
+    if key is not None:
+        return tuple((registries or {}).get(key, ()))
+    return tuple(f.metadata.get("choices") or ())
+
+
+def canonical_keys(fields: Iterable[dataclasses.Field], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with a key spelled after a field's ``flag`` or ``aliases`` (``deltas`` for ``--deltas``)
+    renamed to the field's name (``delta``), the one key that resolved options, records and sweep job ids use;
+    both spellings set: UserError."""
+    out = dict(options)
+    for f in fields:
+        for flag in (f.metadata.get("flag"), *f.metadata.get("aliases", ())):
+            key = (flag or "").removeprefix("--").replace("-", "_")
+            if not (flag or "").startswith("--") or key == f.name or key not in out:
+                continue
+            value = out.pop(key)
+            if value is not None and out.get(f.name) is not None:
+                raise UserError(f"{option_flag(f)} is given twice (as {key} and {f.name}); give it once")
+            out[f.name] = value if value is not None else out.get(f.name)
+    return out
+
+
+def check_choices(fields: Iterable[dataclasses.Field], values: dict[str, Any],
+                  registries: Mapping[str, Sequence[str]] | None = None) -> None:
+    """One-line UserError for the first value in ``values`` that is not one of its field's choices."""
+    for f in fields:
+        choices, value = field_choices(f, registries), values.get(f.name)
+        if choices and value is not None and value not in choices:
+            raise UserError(f"{option_flag(f)} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def check_bounds(fields: Iterable[dataclasses.Field], values: dict[str, Any]) -> None:
+    """One-line UserError for the first (converted) value in ``values`` outside its field's bounds; a tuple's
+    items each."""
+    for f in fields:
+        bounds, value = f.metadata.get("bounds"), values.get(f.name)
+        if bounds is None or value is None:
+            continue
+        many = isinstance(value, tuple)
+        if not all(bounds.holds(v) for v in (value if many else (value,))):
+            label = option_flag(f) + (" values" if many else "")
+            raise UserError(f"{label} must {bounds.describe()}, got {list(value) if many else value}")
 
 
 def flat_fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -142,9 +234,11 @@ def option_fields(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
 
 
-def add_options(parser, cls: type, skip: tuple[str, ...] = ()) -> None:
+def add_options(parser, cls: type, skip: tuple[str, ...] = (),
+                registries: Mapping[str, Sequence[str]] | None = None) -> None:
     """One flag per :func:`option` field of ``cls`` (argparse default None, so a ``--config`` file can set it;
-    the help shows the field's real default). Booleans become ``--x / --no-x``; values are converted later by
+    the help shows the field's real default; ``registries``: the names of the ``choices_from`` keys, see
+    :func:`field_choices`). Booleans become ``--x / --no-x``; values are converted later by
     :func:`convert_fields`, the one strict rule, whatever their source."""
     import argparse
 
@@ -152,19 +246,19 @@ def add_options(parser, cls: type, skip: tuple[str, ...] = ()) -> None:
         if f.name in skip:
             continue
         meta = f.metadata
-        flag = meta["flag"] or option_label(f.name)
         shown = f.default if f.default is not dataclasses.MISSING and not meta.get("action") else None
         text = meta["help"] + ("" if shown is None or "default" in meta["help"] else f" (default: {_shown(shown)})")
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
-        if meta["choices"]:
-            kwargs["choices"] = meta["choices"]
+        choices = field_choices(f, registries)
+        if choices:
+            kwargs["choices"] = choices
         if meta["metavar"]:
             kwargs["metavar"] = meta["metavar"]
         if meta.get("action"):
             kwargs["action"] = meta["action"]
         elif _field_kinds(cls).get(f.name) is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(option_flag(f), *meta.get("aliases", ()), **kwargs)
 
 
 def _shown(value: Any) -> str:

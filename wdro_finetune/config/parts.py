@@ -5,7 +5,8 @@ by ``--threat`` / ``--w2-inner`` / ``--armor-cost-weight`` and the base loss), a
 regulariser (``--triplet``, with its negative miner ``--triplet-miner``). Each part's own options are one small
 frozen dataclass here (``KLWeight``, ``W2Ball``, ...; a part without options has :class:`NoOptions`); the part
 itself (how it is built) is an entry of a registry in :mod:`wdro_finetune.methods.parts`, whose ``Options`` names
-its dataclass, and whose names are the choices below (a check there keeps the two equal). One group per part
+its dataclass; the choice of a part is declared ``choices_from=<key>`` and its names are those registry names
+(``methods.parts.PART_CHOICES[key]``), written once there. One group per part
 kind collects the choice and the options of all its parts (:class:`BaseLossOptions`, ...); the fine-tuning config
 composes the groups. They live one floor below the training code so that the config (and its checks) never
 import it. Budgets in pixel units of [0, 1].
@@ -17,15 +18,6 @@ from dataclasses import dataclass
 
 from .options import option
 
-METHODS = ("trades", "mart", "udr", "pgd-at", "fgsm-at", "n-fgsm-at")
-THREATS = ("pointwise", "w2")
-W2_INNERS = ("budget", "knapsack")  # W-PGD-budget, W-PGD-knapsack (the inner maximiser of --threat w2)
-REWEIGHTS = ("none", "armor-kl", "armor-kl-learned", "armor-alpha")
-TRIPLETS = ("none", "sa", "ia", "sa+ia")
-MINERS = ("nearest", "semi-hard", "random")
-DISTANCES = ("abs-cosine", "cosine")  # 1 - |cos| (TLA) or the signed 1 - cos
-
-
 @dataclass(frozen=True)
 class NoOptions:
     """A part without options of its own."""
@@ -36,12 +28,12 @@ class NoOptions:
 class KLWeight:
     """TRADES, MART: the weight of the KL term."""
 
-    beta: float = option(6.0, "TRADES weight of the KL term (MART: of the weighted KL term)")
+    beta: float = option(6.0, "TRADES weight of the KL term (MART: of the weighted KL term)", ge=0)
 
 
 @dataclass(frozen=True)
 class _MethodChoice:
-    method: str = option("trades", "base method", choices=METHODS)
+    method: str = option("trades", "base method", choices_from="method")
 
 
 @dataclass(frozen=True)
@@ -54,7 +46,7 @@ class BaseLossOptions(KLWeight, _MethodChoice):
 class InnerSteps:
     """Every inner maximiser: its number of steps (fgsm-at and n-fgsm-at take one)."""
 
-    inner_steps: int = option(10, "attack steps of the inner maximisation")
+    inner_steps: int = option(10, "attack steps of the inner maximisation", gt=0)
 
 
 @dataclass(frozen=True)
@@ -63,7 +55,7 @@ class PointwiseStep(InnerSteps):
 
     inner_step_size: float | None = option(
         None, "step of the pointwise inner attack in [0,1] pixel units (default 2.5*eps/K; fgsm-at 1.25*eps; "
-              "n-fgsm-at eps)")
+              "n-fgsm-at eps)", gt=0)
 
 
 @dataclass(frozen=True)
@@ -72,9 +64,9 @@ class SoftBall(PointwiseStep):
 
     armor_cost_weight: float = option(0.0, "soft-ball transport: the attacker pays W * ||x'-x||_p^q instead of a "
                                            "hard eps-ball, and the per-sample losses include -cost (default 0: hard "
-                                           "ball)")
+                                           "ball)", ge=0)
     armor_cost_p: float = option(2.0, "norm of the transport cost: 1, 2 or inf")
-    armor_cost_q: float = option(2.0, "exponent of the transport cost")
+    armor_cost_q: float = option(2.0, "exponent of the transport cost", gt=0)
 
 
 @dataclass(frozen=True)
@@ -100,20 +92,32 @@ class Ramp:
     """The eps warm-up wrapped around any inner maximiser."""
 
     eps_ramp: int = option(0, "eps warm-up: the inner radius and step grow linearly from 1/N to full over the first "
-                              "N steps (default 0: none)")
+                              "N steps (default 0: none)", ge=0)
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """Static sensitivity examples (Ovalle et al.'s Table 1): one FGSM example per training image against the
+    starting model, made once, instead of an attack at every step."""
+
+    inner_examples: str = option(
+        "attack", "pointwise bases: attack (the inner attack at every step) or precomputed-fgsm (one FGSM example "
+                  "per training image against the starting model, made once and stored in the run folder)",
+        choices_from="inner_examples")
+    precomputed_eps: float | None = option(None, "radius of the precomputed FGSM examples (default: --eps)")
 
 
 @dataclass(frozen=True)
 class _InnerChoice:
     threat: str = option("pointwise", "pointwise eps-ball, or w2: W-DRO (W_2 ball of radius --delta over the batch)",
-                         choices=THREATS)
+                         choices_from="threat")
     w2_inner: str = option("budget", "with --threat w2: the inner maximiser, budget (W-PGD-budget) or knapsack "
                                      "(radii from estimated distances to the boundary, allocated like the exact W_2 "
-                                     "worst case)", choices=W2_INNERS)
+                                     "worst case)", choices_from="w2_inner")
 
 
 @dataclass(frozen=True)
-class InnerOptions(Ramp, W2Budget, SoftBall, _InnerChoice):
+class InnerOptions(Precomputed, Ramp, W2Budget, SoftBall, _InnerChoice):
     """The inner maximiser's choice and the options of every inner maximiser."""
 
 
@@ -123,9 +127,9 @@ class Armor:
     """Every ARMOR_D re-weighting."""
 
     armor_eps: float | None = option(None, "ARMOR_D divergence budget (default 0.02 KL, 0.5 alpha)")
-    armor_t: float = option(0.5, "weight of clean CE mixed into the ARMOR_D loss")
+    armor_t: float = option(0.5, "weight of clean CE mixed into the ARMOR_D loss", ge=0, le=1)
     armor_lr: float | None = option(None, "learning rate of learned ARMOR_D scalars (default: --lr); follows the "
-                                          "schedule")
+                                          "schedule", gt=0)
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class ArmorAlphaOptions(Armor):
 
 @dataclass(frozen=True)
 class _ReweightChoice:
-    reweight: str = option("none", "ARMOR_D re-weighting", choices=REWEIGHTS)
+    reweight: str = option("none", "ARMOR_D re-weighting", choices_from="reweight")
 
 
 @dataclass(frozen=True)
@@ -160,17 +164,18 @@ class Triplet:
                                                 "reused)")
     triplet_norm_weight: float = option(1e-4, "feature-norm penalty weight")
     triplet_distance: str = option("abs-cosine", "angular distance: 1 - |cos| as in TLA (abs-cosine), or the signed "
-                                                 "1 - cos", choices=DISTANCES)
+                                                 "1 - cos", choices_from="triplet_distance")
     triplet_miner: str = option("nearest", "negatives: nearest different-class member of the pool (TLA), semi-hard "
-                                           "(FaceNet: nearest farther than the positive), random", choices=MINERS)
-    triplet_pool: int = option(1, "negative pool size in batches")
+                                           "(FaceNet: nearest farther than the positive), random",
+                                  choices_from="triplet_miner")
+    triplet_pool: int = option(1, "negative pool size in batches", gt=0)
 
 
 @dataclass(frozen=True)
 class _TripletChoice:
     triplet: str = option("none", "angular triplet regulariser: sa = sensitivity positives (the base's adversarial "
                                   "examples), ia = invariance positives (MNIST; generated once with the fast grid and "
-                                  "cached in --inv-cache), sa+ia = both", choices=TRIPLETS)
+                                  "cached in --inv-cache), sa+ia = both", choices_from="triplet")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Per example: the smallest verified adversarial perturbation found by the minimal
 - ``w2k_acc@<delta>``: the W_2 worst-case accuracy of the fractional knapsack
   (:mod:`wdro_finetune.attacks.knapsack`): flip the nearest points first until mean(d^2) reaches
   delta^2, the last one fractionally. An attack, hence an UPPER bound on the true W_2 worst case;
-  ``w2k_int_acc@<delta>`` the integral variant (whole points only). Budgets: ``--delta``, as for ``wdro``.
+  ``w2k_int_acc@<delta>`` the integral variant (whole points only). Budgets: ``--deltas``, as for ``wdro``.
 - ``robust_acc@<eps>``: pointwise robust accuracy for a grid of eps (``--dist-eps``, default eps times
   1/4, 1/2, 3/4, 1, 5/4, 3/2): the share of points with d_i > eps.
 - ``dist_median``, ``dist_q25``, ``dist_q75``: quantiles of d over all N points (an observed value each).
@@ -45,7 +45,7 @@ class DistancesOptions:
     dist_norm: str | None = option(None, "ground norm of the distances, Linf or L2 (default: the threat model's)")
     dist_attacks: tuple[str, ...] = option(
         ENSEMBLE, f"comma-separated minimal-norm ensemble from {', '.join(ENSEMBLE)} (default: all)")
-    delta: tuple[float, ...] | None = None  # the budgets: wdro's --delta (None: the threat model's defaults)
+    delta: tuple[float, ...] | None = None  # the budgets: wdro's --deltas (None: the threat model's defaults)
     dist_eps: tuple[float, ...] | None = option(
         None, "comma-separated eps grid of the pointwise curve (default: eps x 1/4, 1/2, 3/4, 1, 5/4, 3/2)")
     dist_steps: int = option(100, "FMN steps (default 100)")
@@ -63,7 +63,7 @@ class DistancesOptions:
         if bad or not attacks or attacks == ("refine",):
             raise UserError(f"--dist-attacks needs attacks from {', '.join(ENSEMBLE)} (refine only with another), "
                             f"got {raw!r}")
-        deltas = _nonnegative_list(values.get("delta"), "--delta")
+        deltas = _nonnegative_list(values.get("delta"), "--deltas")
         eps_grid = _nonnegative_list(given["dist_eps"], "--dist-eps")
         steps = to_int(given["dist_steps"], "--dist-steps", 1, 100_000)
         return cls(norm, attacks, deltas, eps_grid, steps)
@@ -79,9 +79,9 @@ class DistancesMetric(Metric):
 
     name = "distances"
     Options = DistancesOptions
-    group = "distances metric (budgets: --delta of the wdro metric)"
+    group = "distances metric (budgets: --deltas of the wdro metric)"
     shardable = True
-    reads = ("delta", "threat_model")  # the budgets: wdro's --delta
+    reads = ("delta", "threat_model")  # the budgets: wdro's --deltas
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         opts = self.options

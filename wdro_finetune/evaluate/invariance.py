@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..attacks.eval_attacks import FGSMAttack
+from ..attacks.pointwise import FGSM
 from ..config import Dataset, parse_number
 from ..errors import UserError
 from ..config.options import option, to_int
@@ -97,7 +97,7 @@ class FgsmMetric(Metric):
 
     def compute(self, ctx: EvalContext) -> MetricOutput:
         flags = []
-        attack = FGSMAttack(eps=ctx.eps, norm=ctx.threat_model.value)
+        attack = FGSM(eps=ctx.eps, norm=ctx.threat_model.value)
         for start in range(0, len(ctx.data.y), ctx.batch_size):
             x = ctx.data.x[start:start + ctx.batch_size].to(ctx.device)
             y = ctx.data.y[start:start + ctx.batch_size].to(ctx.device)

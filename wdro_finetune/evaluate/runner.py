@@ -18,7 +18,7 @@ import torch
 
 from ..config import to_jsonable
 from ..config.evaluation import EvalConfig, build_eval_config
-from ..config.options import option_fields, option_label
+from ..config.options import canonical_keys, option_fields, option_label
 from ..data.datasets import load_split, split_size
 from ..errors import UserError
 from ..models import PLUGIN_FACTORY, RANDOM_INIT, LoadedModel, check_model_dir, load_model
@@ -46,7 +46,10 @@ def make_eval_config(options: dict[str, Any], *, shared_options: bool = False) -
     """Validate resolved options (CLI + config file) into an :class:`EvalConfig`
     (:func:`~wdro_finetune.config.evaluation.build_eval_config` with the metric registry, the test split sizes and
     the model folder check). An option of a metric not in ``metrics`` is refused, except with ``shared_options``
-    (a sweep's common evaluation options reach jobs that run other metrics)."""
+    (a sweep's common evaluation options reach jobs that run other metrics). Keys may be spelled after a flag
+    (``deltas``) or its alias (:func:`canonical_options`)."""
+    options = canonical_options(options)
+
     def per_metric(names: tuple[str, ...], values: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if not names:
             raise UserError(f"--metrics needs at least one of {', '.join(METRICS.names())}")
@@ -60,6 +63,12 @@ def make_eval_config(options: dict[str, Any], *, shared_options: bool = False) -
     check_model_dir(config.model, config.source, config.dataset, config.threat_model, options.get("model_dir"),
                     config.checkpoint)
     return config
+
+
+def canonical_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the metrics' flag spellings as keys renamed to the option names (``deltas`` -> ``delta``,
+    the key records and sweep job ids keep)."""
+    return canonical_keys([f for name in METRICS.names() for f in option_fields(METRICS.get(name).Options)], options)
 
 
 def option_names() -> set[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any
 
@@ -24,7 +24,7 @@ from ..attacks.losses import LOSS_NAMES
 from ..attacks.wasserstein_eval import KINDS as ATTACK_KINDS, WPGD
 from ..config import ThreatModel, parse_number_list, parse_threat_model, to_jsonable
 from ..errors import UserError
-from ..config.options import option, to_int
+from ..config.options import check_bounds, option, to_int
 from ..utils.fileio import atomic_write_text
 from ..utils.progress import progress_bar
 from .metric import METRICS, EvalContext, Metric, MetricOutput, option_values
@@ -45,11 +45,13 @@ def budget_label(delta: float) -> str:
 @dataclass(frozen=True)
 class WdroOptions:
     wdro_p: str = option("2", "W_2 (default) or W_inf (pointwise)", choices=P_VALUES)
-    delta: tuple[float, ...] | None = option(None, "comma-separated budgets in [0,1] pixel units "
-                                             "(default 1/510,2/510,4/510 Linf; 1/32,2/32,4/32 L2)")
+    delta: tuple[float, ...] | None = option(
+        None, "comma-separated W_2 budgets in (0,1] pixel units (default 1/510,2/510,4/510 Linf; 1/32,2/32,4/32 L2); "
+              "alias --delta; key delta in config and sweep files", flag="--deltas", aliases=("--delta",),
+        metavar="DELTAS", gt=0, le=1)
     wdro_loss: str = option("redlr", "W-PGD attack loss (default redlr, which spends no budget on misclassified "
                             "points); the bounds always use CE", choices=LOSS_NAMES)
-    wdro_steps: int = option(50, "W-PGD steps T (default 50)")
+    wdro_steps: int = option(50, "W-PGD steps T (default 50)", ge=1)
     wdro_attack: str = option("pgd", "W-PGD (default) or W-FGSM", choices=ATTACK_KINDS)
 
     @classmethod
@@ -61,12 +63,9 @@ class WdroOptions:
         if p not in P_VALUES:
             raise UserError(f"--wdro-p must be 2 or inf, got {p}")
         deltas = given["delta"]
-        deltas = parse_number_list(deltas, "--delta") if deltas is not None else None
-        if deltas is not None and any(not 0 < d <= 1.0 for d in deltas):
-            raise UserError(f"--delta values must lie in (0, 1], got {list(deltas)}")
+        deltas = parse_number_list(deltas, "--deltas") if deltas is not None else None
         steps = to_int(given["wdro_steps"], "--wdro-steps")  # 0 is a value (an error below)
-        if steps < 1:
-            raise UserError(f"--wdro-steps must be >= 1, got {steps}")
+        check_bounds(fields(cls), {"delta": deltas, "wdro_steps": steps})
         loss = given["wdro_loss"]
         if loss not in LOSS_NAMES:
             raise UserError(f"--wdro-loss must be one of {', '.join(LOSS_NAMES)}, got {loss}")

@@ -14,16 +14,19 @@ from .objective import TrainingObjective
 from .parts import BASE_LOSSES, INNER_ATTACKS, REGULARIZERS, REWEIGHTINGS, THREATS, Setting
 
 
-def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = None) -> TrainingObjective:
+def build_objective(cfg: FinetuneConfig, inv_positives: torch.Tensor | None = None,
+                    sensitivity: torch.Tensor | None = None) -> TrainingObjective:
     """Base loss + inner maximiser + re-weighting (+ triplet term) as the config says.
 
     ``inv_positives``: (N_train, C, H, W) invariance examples of the training images, for ``--triplet``
-    ia / sa+ia (see :func:`wdro_finetune.invariance.positives.training_positives`).
+    ia / sa+ia (see :func:`wdro_finetune.invariance.positives.training_positives`); ``sensitivity``: the same
+    shape, their stored FGSM examples for ``--inner-examples precomputed-fgsm``
+    (:func:`wdro_finetune.train.sensitivity_store.stored_examples`).
     """
     base, threat = BASE_LOSSES.get(cfg.method), THREATS.get(cfg.threat)
     threat.check(cfg)
     base.check(cfg)
-    setting = Setting(cfg.eps, cfg.threat_model.value, base.steps or cfg.inner_steps, base.start)
+    setting = Setting(cfg.eps, cfg.threat_model.value, base.steps or cfg.inner_steps, base.start, sensitivity)
     attack, cost = _inner_attack(cfg, INNER_ATTACKS.get(threat.inner(cfg, base)), setting) \
         if base.attack is not None else (None, None)
     loss = base.build(base.options(cfg), cfg.method, setting, attack)

@@ -74,7 +74,10 @@ class TrainingObjective(nn.Module):
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None, index: torch.Tensor | None = None) -> StepResult:
         """One step's loss for the batch x (B, C, H, W), y (B,); ``index`` (B,): the batch's rows in the
-        training set (for regularisers with per-image data, e.g. invariance positives)."""
+        training set (for parts with per-image data: invariance positives, stored sensitivity examples)."""
+        maximizer = getattr(self.base, "maximizer", None)
+        if hasattr(maximizer, "select"):  # stored examples: the batch's rows
+            maximizer.select(index)
         captured: list[torch.Tensor] = []
         if self.regularizer is not None:
             with FeatureHook(unwrap(model), training_only=True) as hook:

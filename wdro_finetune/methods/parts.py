@@ -6,11 +6,15 @@ them) and a ``build``. :func:`wdro_finetune.methods.factory.build_objective` com
   inner attack it takes (``attack``, an :data:`INNER_ATTACKS` name for ``--threat pointwise``), its ``start``
   and a fixed number of ``steps`` (None: ``--inner-steps``); UDR takes none (it has its own soft ball).
 - :data:`THREATS` (``--threat``): which inner attack a base loss gets under that threat, and what it refuses.
-- :data:`INNER_ATTACKS`: the inner maximisers as :class:`~wdro_finetune.attacks.base.Attack` objects (PGD, FGSM
-  with random start, N-FGSM, soft-ball transport, W-PGD-budget, W-PGD-knapsack); the eps warm-up
+- :data:`INNER_ATTACKS`: how each inner maximiser is built from the method's setting, as
+  :class:`~wdro_finetune.attacks.base.Attack` objects: the pointwise ones are the attacks of
+  :data:`~wdro_finetune.attacks.ATTACKS` (PGD, FGSM with random start, N-FGSM), then soft-ball transport,
+  W-PGD-budget, W-PGD-knapsack, the stored examples of ``--inner-examples precomputed-fgsm``; the eps warm-up
   :class:`~wdro_finetune.attacks.ramp.RadiusRamp` wraps any of them.
 - :data:`REWEIGHTINGS` (``--reweight``): none, armor-kl, armor-kl-learned, armor-alpha.
 - :data:`REGULARIZERS` (``--triplet``): none, sa, ia, sa+ia (their miners: :data:`~.triplet.MINERS`).
+
+:data:`PART_CHOICES` gives the config's part options (``choices_from``) their names from these registries.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..attacks.base import Attack
 from ..attacks.budget_inner import WPGDBudget
 from ..attacks.knapsack_inner import WPGDKnapsack
 from ..attacks.pointwise import FGSM, PGD, NoiseFGSM
+from ..attacks.stored import StoredExamples
 from ..attacks.transport import SoftBallAttack, TransportCost
 from ..config import parts as options
 from ..errors import UserError
@@ -62,12 +67,14 @@ class Part:
 @dataclass(frozen=True)
 class Setting:
     """What an inner maximiser takes from the rest of the method: the pointwise radius ``eps`` (pixel units of
-    [0, 1]), the norm ('Linf' | 'L2'), the number of steps and the start of PGD."""
+    [0, 1]), the norm ('Linf' | 'L2'), the number of steps and the start of PGD; ``examples``: the stored
+    sensitivity examples (N_train, C, H, W) of ``--inner-examples precomputed-fgsm``."""
 
     eps: float
     norm: str
     steps: int
     start: str
+    examples: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------- base losses
@@ -104,7 +111,7 @@ class _PgdAT(_BaseLoss):
 
 @BASE_LOSSES.register("fgsm-at")
 class _FgsmAT(_PgdAT):
-    attack, steps = "fgsm", 1  # FGSM with random start: 1 step of 1.25 eps (attacks.pointwise.FGSM)
+    attack, steps = "fgsm", 1  # FGSM with random start: 1 step of 1.25 eps (FGSM.with_random_start)
 
 
 @BASE_LOSSES.register("n-fgsm-at")
@@ -137,7 +144,10 @@ class _Udr(_BaseLoss):
 class _Pointwise(Part):
     @staticmethod
     def inner(cfg: Any, base: type[_BaseLoss]) -> str:
-        """The base's own pointwise attack, or the soft ball when the attacker pays a transport cost."""
+        """The base's own pointwise attack, the soft ball when the attacker pays a transport cost, or the stored
+        examples of --inner-examples precomputed-fgsm."""
+        if cfg.inner_examples != "attack":
+            return cfg.inner_examples
         return "soft-ball" if cfg.armor_cost_weight else base.attack
 
 
@@ -169,21 +179,32 @@ class _PGD(_Inner):
 
     @staticmethod
     def build(opts: options.PointwiseStep, s: Setting) -> Attack:
-        return PGD(s.eps, s.norm, s.steps, opts.inner_step_size, s.start)
+        return PGD(eps=s.eps, norm=s.norm, steps=s.steps, step_size=opts.inner_step_size, start=s.start)
 
 
 @INNER_ATTACKS.register("fgsm")
 class _FGSM(_PGD):
     @staticmethod
     def build(opts: options.PointwiseStep, s: Setting) -> Attack:
-        return FGSM(s.eps, s.norm, opts.inner_step_size)
+        return FGSM.with_random_start(s.eps, s.norm, opts.inner_step_size)
 
 
 @INNER_ATTACKS.register("n-fgsm")
 class _NoiseFGSM(_PGD):
     @staticmethod
     def build(opts: options.PointwiseStep, s: Setting) -> Attack:
-        return NoiseFGSM(s.eps, s.norm, step_size=opts.inner_step_size)
+        return NoiseFGSM(eps=s.eps, norm=s.norm, step_size=opts.inner_step_size)
+
+
+@INNER_ATTACKS.register("precomputed-fgsm")
+class _PrecomputedFGSM(_Inner):
+    Options = options.Precomputed
+
+    @staticmethod
+    def build(opts: options.Precomputed, s: Setting) -> Attack:
+        if s.examples is None:
+            raise UserError("--inner-examples precomputed-fgsm needs the stored examples of the training images")
+        return StoredExamples(s.examples, opts.precomputed_eps, s.norm)
 
 
 @INNER_ATTACKS.register("soft-ball")
@@ -323,15 +344,20 @@ class _TripletBoth(_TripletSA):
 SIGNED_DISTANCE = {"abs-cosine": False, "cosine": True}  # --triplet-distance: 1 - |cos| or the signed 1 - cos
 
 
-def _check_names() -> None:
-    """Each registry holds exactly the choices the config offers (they are written in both places)."""
-    for registry, choices in ((BASE_LOSSES, options.METHODS), (THREATS, options.THREATS),
-                              (REWEIGHTINGS, options.REWEIGHTS), (REGULARIZERS, options.TRIPLETS),
-                              (MINERS, options.MINERS)):
-        if set(registry.names()) != set(choices):
-            raise RuntimeError(f"{registry.kind} registry {registry.names()} != config choices {choices}")
-    if not set(options.W2_INNERS) <= set(INNER_ATTACKS.names()) or set(SIGNED_DISTANCE) != set(options.DISTANCES):
-        raise RuntimeError("the W_2 inner maximisers or the triplet distances differ from the config choices")
+def _stored_inners() -> tuple[str, ...]:
+    """The stored-example inner maximisers (``--inner-examples``; ``attack``: none, the base's own attack)."""
+    return tuple(n for n in INNER_ATTACKS.names() if INNER_ATTACKS.get(n).Options is options.Precomputed)
 
 
-_check_names()
+def _w2_inners() -> tuple[str, ...]:
+    """The inner maximisers of ``--threat w2`` (``--w2-inner``): those with the W_2 ball's options."""
+    return tuple(n for n in INNER_ATTACKS.names() if issubclass(INNER_ATTACKS.get(n).Options, options.W2Ball))
+
+
+# The names each part choice of the config may take (``option(..., choices_from=<key>)`` in config/parts.py):
+# the registries' names, written once, above; the command line, --help and the checks read them from here.
+PART_CHOICES: dict[str, tuple[str, ...]] = {
+    "method": tuple(BASE_LOSSES.names()), "threat": tuple(THREATS.names()), "w2_inner": _w2_inners(),
+    "reweight": tuple(REWEIGHTINGS.names()), "triplet": tuple(REGULARIZERS.names()),
+    "triplet_miner": tuple(MINERS.names()), "triplet_distance": tuple(SIGNED_DISTANCE),
+    "inner_examples": ("attack",) + _stored_inners()}

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..attacks.eval_attacks import PGDAttack
+from ..attacks.pointwise import PGD
 from ..errors import Interrupted, UserError
 from ..methods.factory import build_objective
 from ..methods.parts import REGULARIZERS
@@ -39,6 +39,7 @@ from ..config.saved_run import CONFIG_FILE, config_yaml, read_run
 from .run_folder import check_same_run, is_finished, output_paths
 from ..distributed import DistInfo, barrier, init_distributed, mean_over_ranks, unwrap, wrap_model
 from .schedule import build_optimizer, build_scheduler
+from .sensitivity_store import stored_examples
 
 log = logging.getLogger(__name__)
 _HOLDOUT_CHECK = 256  # held-out training images used by the per-epoch PGD check
@@ -99,15 +100,15 @@ def _finetune(cfg: FinetuneConfig, out: Path, dist_info: DistInfo, progress: boo
                       model_dir=cfg.model_dir, pretrained=cfg.pretrained, trust_checkpoint=cfg.trust_checkpoint,
                       init_seed=cfg.seed)
     module = base.module
-    if saved is None:
-        apply_init(module, cfg.init, cfg.seed)
+    apply_init(module, cfg.init, cfg.seed)  # also on --resume: the starting weights identify stored examples
     train, holdout = load_train_data(cfg.dataset, cfg.train_subset, cfg.holdout, cfg.data_dir)
     check_split(module, train, "cpu", cfg.model)  # before any step: NaN weights, wrong class count
     stream = TrainStream(train.x, train.y, cfg.batch_size, cfg.seed, augments(cfg.dataset), dist_info.rank,
                          dist_info.world)
     total = cfg.steps if cfg.steps is not None else cfg.epochs * stream.steps_per_epoch
-    objective = build_objective(cfg, _inv_positives(cfg, len(train), dist_info))
     module.to(cfg.device)
+    objective = build_objective(cfg, _inv_positives(cfg, len(train), dist_info),
+                                stored_examples(cfg, module, train, out, dist_info, progress))
     objective.to(cfg.device)
     if _channels_last(cfg):
         module.to(memory_format=torch.channels_last)
@@ -312,8 +313,8 @@ class _Run:
         x, y = self.holdout.x[:_HOLDOUT_CHECK].to(self.cfg.device), self.holdout.y[:_HOLDOUT_CHECK].to(self.cfg.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            x_adv = PGDAttack(eps=self.cfg.eps, norm=self.cfg.threat_model.value, steps=10,
-                              step_size=self.cfg.eps / 4)(module, x, y)
+            x_adv = PGD(eps=self.cfg.eps, norm=self.cfg.threat_model.value, steps=10,
+                        step_size=self.cfg.eps / 4)(module, x, y)
         was_training = module.training
         module.eval()
         clean = (predict(module, x, self.cfg.device, 256) == y.cpu()).float().mean().item()

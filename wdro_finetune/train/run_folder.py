@@ -15,6 +15,7 @@ from ..errors import UserError
 from ..config.finetune import RESUMABLE_CHANGES, FinetuneConfig, finetune_fields
 from ..config.saved_run import CONFIG_FILE, RUN_FILE
 from ..methods.parts import REGULARIZERS
+from .sensitivity_store import FILE as SENSITIVITY_FILE
 
 
 def check_same_run(saved: dict, now: dict, where: Path, checkpoint_step: int) -> None:
@@ -43,11 +44,14 @@ def is_finished(cfg: FinetuneConfig, run: dict | None) -> bool:
 
 
 def output_paths(cfg: FinetuneConfig) -> tuple[list[Path], list[Path]]:
-    """(folders, files) a run writes, checked before it starts: the run folder's and the invariance cache for
-    ``--triplet ia`` (the ``--eval-after`` evaluation's are added by its workflow)."""
+    """(folders, files) a run writes, checked before it starts: the run folder's, the invariance cache for
+    ``--triplet ia`` and the stored examples of ``--inner-examples precomputed-fgsm`` (the ``--eval-after``
+    evaluation's are added by its workflow)."""
     out = Path(cfg.out)
     folders = [out, out / "checkpoints", out / "models"]
     files = [out / RUN_FILE, out / CONFIG_FILE, out / "log.jsonl", out / "log.jsonl.lock", out / "model.safetensors"]
     if REGULARIZERS.get(cfg.triplet).needs_positives():
         folders.append(Path(cfg.inv_cache))
+    if cfg.inner_examples != "attack":
+        files.append(out / SENSITIVITY_FILE)
     return folders, files

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks.eval_attacks import FGSMAttack
+from ..attacks.pointwise import FGSM
 from ..models.features import FeatureHook
 from ..results.plots import save_figure
 
@@ -54,7 +54,7 @@ def embedding_panel(title: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
                     y_inv_target: torch.Tensor, eps: float) -> EmbeddingPanel:
     """x, x_inv: (N, C, H, W) clean test images and their invariance examples; y, y_inv_target: (N,)."""
     model.eval()
-    x_sens = FGSMAttack(eps=eps)(model, x, y)
+    x_sens = FGSM(eps=eps)(model, x, y)
     (clean, sens, inv), explained = pca_2d(penultimate(model, x), penultimate(model, x_sens),
                                            penultimate(model, x_inv))
     n = len(x)

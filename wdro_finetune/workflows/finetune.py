@@ -11,16 +11,17 @@ from typing import Any
 from ..config.finetune import FinetuneConfig, make_finetune_config
 from ..config.saved_run import read_run
 from ..evaluate.runner import evaluate, make_eval_config, output_paths as eval_output_paths
+from ..methods.parts import PART_CHOICES
 from ..models import LoadedModel, check_model_dir
 from ..train.checkpoints import checkpoint_dir
 from ..train.loop import FinetuneResult, finetune as train
 
 
 def make_finetune_run(options: dict[str, Any]) -> FinetuneConfig:
-    """:func:`~wdro_finetune.config.finetune.make_finetune_config`, then the checks that look outside the
-    options: the model folder exists where needed, the ``--eval-after`` evaluation is valid (now, not after hours
-    of training)."""
-    cfg = make_finetune_config(options)
+    """:func:`~wdro_finetune.config.finetune.make_finetune_config` (with the part names of the registries), then
+    the checks that look outside the options: the model folder exists where needed, the ``--eval-after``
+    evaluation is valid (now, not after hours of training)."""
+    cfg = make_finetune_config(options, PART_CHOICES)
     check_model_dir(cfg.model, cfg.source, cfg.dataset, cfg.threat_model, options.get("model_dir"), cfg.checkpoint)
     if cfg.eval_after:
         make_eval_config(eval_after_options(cfg))

@@ -183,9 +183,11 @@ def _resolve_paths(options: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def _job(spec: dict, method: dict, model: str, seed: int, runs: Path, base: Path = Path(".")) -> Job:
+    from ..evaluate.runner import canonical_options  # ``deltas:`` is ``delta:`` (and hashes so)
+
     common = {**(spec.get("common") or {}), **(method.get("common") or {})}
-    evaluate = {**common, **(spec.get("evaluate") or {}), **(method.get("evaluate") or {}), "model": model,
-                "seed": seed}
+    evaluate = {**common, **canonical_options(spec.get("evaluate") or {}),
+                **canonical_options(method.get("evaluate") or {}), "model": model, "seed": seed}
     finetune = None
     if method.get("finetune") is not None:
         finetune = {**common, **method["finetune"], "model": model, "seed": seed}
