@@ -8,7 +8,7 @@ Per run (a ``finetune --out`` folder with run.json and model.safetensors), on th
 run held out (its ``holdout`` option): clean accuracy, APGD-CE accuracy at the run's eps (pointwise, one
 restart), and at each W_2 budget delta the best-known W_2 accuracy, min(W-PGD ReDLR T = 50, knapsack over the
 minimal distances of the distance ensemble) -- the strong evaluation of issue [1/5]. Each entry's per-example
-scores are cached in ``--cache`` under the sha256 of its weights and the settings, so a table is re-printed
+scores are cached in ``--cache``/per_example (the records' per-example store) under the sha256 of its weights and the settings, so a table is re-printed
 without re-attacking. ``--pretrained`` adds the base model of the first run. The last columns are paired
 differences to ``--reference`` (default: the first entry) with 95% bootstrap intervals over the images.
 """
@@ -31,6 +31,8 @@ from wdro_finetune.data.training import load_train_data
 from wdro_finetune.evaluate.autoattack import autoattack_flags
 from wdro_finetune.models import load_model
 from wdro_finetune.models.outputs import predict
+from wdro_finetune.results.records import load_per_example, save_per_example
+from wdro_finetune.utils.fileio import sha256_file
 
 BATCH = 500
 
@@ -80,21 +82,17 @@ def paired(arrays: dict, ref: dict, deltas: list[float], idx: np.ndarray) -> dic
 
 def cached_score(name: str, weights: Path | None, cfg: dict, x, y, deltas: list[float], cache: Path) -> dict:
     """``score`` of one entry, read from / written to ``cache`` (keyed by weights sha256 and settings)."""
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest() if weights else f"pretrained:{cfg['model']}"
+    sha = sha256_file(weights) if weights else f"pretrained:{cfg['model']}"
     key = hashlib.sha256(json.dumps([sha, cfg["dataset"], cfg["holdout"], len(x), cfg["eps"], deltas,
                                      cfg["threat_model"]]).encode()).hexdigest()[:16]
-    path = cache / f"{name}-{key}.npz"
-    if path.exists():
-        return dict(np.load(path))
+    cached = load_per_example(cache, f"{name}-{key}")
+    if cached:
+        return cached
     model = load_model(cfg["model"], Dataset(cfg["dataset"]), ThreatModel(cfg["threat_model"]),
                        checkpoint=weights).module
     arrays = score(model, x, y, cfg["eps"], cfg["threat_model"], deltas)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    save_per_example(cache, f"{name}-{key}", arrays)
     return arrays
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

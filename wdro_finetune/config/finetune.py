@@ -246,6 +246,7 @@ def _check_ranges(values: dict[str, Any]) -> None:
     if values.get("armor_cost_p", 2.0) not in (1.0, 2.0, math.inf):
         raise UserError(f"--armor-cost-p must be 1, 2 or inf, got {values['armor_cost_p']}")
 
+
 def _check_precomputed(values: dict[str, Any]) -> None:
     """``--inner-examples precomputed-fgsm``: stored FGSM examples of the un-augmented training images replace the
     pointwise inner attack, so no option that shapes that attack goes with them; ``--precomputed-eps`` is set

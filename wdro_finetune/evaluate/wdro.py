@@ -24,7 +24,7 @@ from ..attacks.losses import LOSS_NAMES
 from ..attacks.wasserstein_eval import KINDS as ATTACK_KINDS, WPGD
 from ..config import ThreatModel, parse_number_list, parse_threat_model, to_jsonable
 from ..errors import UserError
-from ..config.options import check_bounds, option, to_int
+from ..config.options import check_bounds, check_choices, option, to_int
 from ..utils.fileio import atomic_write_text
 from ..utils.progress import progress_bar
 from .metric import METRICS, EvalContext, Metric, MetricOutput, option_values
@@ -59,19 +59,12 @@ class WdroOptions:
         if parse_threat_model(values.get("threat_model") or "Linf") not in DEFAULT_DELTAS:  # before any loading
             raise UserError("the wdro metric needs --threat-model Linf or L2")
         given = option_values(cls, values)
-        p = str(given["wdro_p"])
-        if p not in P_VALUES:
-            raise UserError(f"--wdro-p must be 2 or inf, got {p}")
+        p, loss, attack = str(given["wdro_p"]), given["wdro_loss"], given["wdro_attack"]
+        check_choices(fields(cls), {"wdro_p": p, "wdro_loss": loss, "wdro_attack": attack})
         deltas = given["delta"]
         deltas = parse_number_list(deltas, "--deltas") if deltas is not None else None
         steps = to_int(given["wdro_steps"], "--wdro-steps")  # 0 is a value (an error below)
         check_bounds(fields(cls), {"delta": deltas, "wdro_steps": steps})
-        loss = given["wdro_loss"]
-        if loss not in LOSS_NAMES:
-            raise UserError(f"--wdro-loss must be one of {', '.join(LOSS_NAMES)}, got {loss}")
-        attack = given["wdro_attack"]
-        if attack not in ATTACK_KINDS:
-            raise UserError(f"--wdro-attack must be pgd or fgsm, got {attack}")
         return cls(p, deltas, loss, steps, attack)
 
     def record(self) -> dict[str, Any]:
