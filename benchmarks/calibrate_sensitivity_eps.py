@@ -1,6 +1,7 @@
 """Choose the sensitivity eps of benchmarks/exp_triplet_table1_mnist.yaml on HELD-OUT TRAINING images only.
 
-    OMP_NUM_THREADS=1 python benchmarks/calibrate_sensitivity_eps.py [--seeds 0,1,2] [--eps 0.01,0.02,...]
+    OMP_NUM_THREADS=1 python benchmarks/calibrate_sensitivity_eps.py [--seeds 0,1,2] [--eps 0.01,0.02,...] \
+        [--save-models benchmarks/models]
 
 (about 12 minutes per seed on one busy CPU core)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +29,10 @@ from wdro_finetune.config.finetune import make_finetune_config
 from wdro_finetune.data.datasets import load_split
 from wdro_finetune.data.training import TrainStream, load_train_data
 from wdro_finetune.models import load_model
+from wdro_finetune.models.checkpoint import save_safetensors
 from wdro_finetune.models.outputs import predict
 from wdro_finetune.train.schedule import build_optimizer, build_scheduler
+from wdro_finetune.utils.fileio import sha256_file
 
 OPTIMISATION = dict(optimizer="adamw", lr=0.001, weight_decay=0, schedule="cosine", warmup=100, batch_size=128,
                     steps=600, train_subset=20000)
@@ -71,6 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--eps", default="0.01,0.02,0.03,0.05,0.075,0.1,0.2,0.3")
+    parser.add_argument("--save-models", metavar="DIR", help="also write each seed's clean model to "
+                        "DIR/mnist-smallcnn-clean-seed{SEED}.safetensors (the --precomputed-source of the sweep)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     grid = parse_number_list(args.eps, "--eps")
@@ -79,7 +85,13 @@ def main() -> None:
     per_seed = {}
     for seed in seeds:
         t = time.perf_counter()
-        per_seed[seed] = accuracies(clean_model(seed), x, y, grid)
+        model = clean_model(seed)
+        per_seed[seed] = accuracies(model, x, y, grid)
+        if args.save_models:
+            path = Path(args.save_models) / f"mnist-smallcnn-clean-seed{seed}.safetensors"
+            save_safetensors(model, path, {"made_by": "benchmarks/calibrate_sensitivity_eps.py", "seed": str(seed),
+                                           **{k: str(v) for k, v in OPTIMISATION.items()}})
+            print(f"wrote {path} (sha256 {sha256_file(path)})", flush=True)
         print(f"seed {seed} ({time.perf_counter() - t:.0f} s): " + ", ".join(
             f"eps {eps:g}: {acc:.2f}" for eps, acc in per_seed[seed].items()), flush=True)
     print(f"\n| eps | FGSM acc. mean (n = {len(y)} held-out training images) | per seed ({', '.join(map(str, seeds))}) |")

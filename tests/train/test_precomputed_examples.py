@@ -69,6 +69,25 @@ def test_the_stored_examples_are_a_fresh_fgsm_of_the_starting_model(tmp_path, ca
     assert not torch.equal(FGSM(eps=EPS)(trained, train.x, train.y), stored)
 
 
+def test_a_precomputed_source_s_examples_are_stored_and_the_run_starts_from_its_own_weights(tmp_path, capfd):
+    """--precomputed-source: the FGSM examples are those of the file's weights (here a trained model), not of the
+    starting (random) weights, which training still starts from."""
+    source = _run(tmp_path, "source", steps=4, lr=0.05).model_path
+    result = _run(tmp_path, "run", steps=3, precomputed_source=str(source))
+    assert f"against {source} once" in capfd.readouterr().err
+    train, _ = load_train_data(Dataset.MNIST, 96, 16, None)
+    trained = load_model("mnist-smallcnn", Dataset.MNIST, ThreatModel.LINF, checkpoint=source).module
+    stored = _stored(result.out)
+    assert torch.equal(stored, FGSM(eps=EPS)(trained, train.x, train.y))
+    assert not torch.equal(stored, FGSM(eps=EPS)(_start_model(), train.x, train.y))
+    with safe_open(str(result.out / FILE), framework="pt") as fh:
+        assert fh.metadata() == made_from(trained, train, EPS, "Linf")
+    # the same run without the source starts from the same weights: only the examples differ
+    plain = _run(tmp_path, "plain", steps=3)
+    assert (plain.out / FILE).read_bytes() != (result.out / FILE).read_bytes()
+    assert not _same(load_file(str(plain.model_path)), load_file(str(result.model_path)))
+
+
 def test_precomputed_changes_nothing_but_the_examples(tmp_path):
     """At the starting weights the objective equals the on-the-fly one with the same FGSM; after an update the
     on-the-fly examples move, the stored ones (the L_sa positives too) do not."""
@@ -146,6 +165,7 @@ FT = ["finetune", "--model", "mnist-smallcnn", "--dataset", "mnist", "--no-pretr
     (["--armor-cost-weight", "1"], "not go with --armor-cost-weight"),
     (["--precomputed-eps", "0"], "--precomputed-eps must be > 0"),
     (["--inner-examples", "pgd"], "invalid choice: 'pgd'"),
+    (["--precomputed-source", "no/such.safetensors"], "--precomputed-source no/such.safetensors: no such file"),
 ])
 def test_bad_combinations_are_one_line_and_exit_2(tmp_path, capsys, extra, expected):
     out = tmp_path / "run"
@@ -158,7 +178,9 @@ def test_bad_combinations_are_one_line_and_exit_2(tmp_path, capsys, extra, expec
 def test_precomputed_eps_needs_the_option_and_cifar_is_refused(tmp_path, capsys):
     plain = [a for a in FT if a not in ("--inner-examples", "precomputed-fgsm")]
     assert main(plain + ["--precomputed-eps", "0.1", "--out", str(tmp_path / "a")]) == 2
-    assert "needs --inner-examples precomputed-fgsm" in capsys.readouterr().err
+    assert "--precomputed-eps needs --inner-examples precomputed-fgsm" in capsys.readouterr().err
+    assert main(plain + ["--precomputed-source", "x.safetensors", "--out", str(tmp_path / "a")]) == 2
+    assert "--precomputed-source needs --inner-examples precomputed-fgsm" in capsys.readouterr().err
     cifar = FT[:2] + ["cifar10-resnet-small", "--dataset", "cifar10"] + FT[5:]
     assert main(cifar + ["--out", str(tmp_path / "b")]) == 2
     assert "needs --dataset mnist" in capsys.readouterr().err

@@ -33,3 +33,11 @@ class Attack:
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
                 generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def set_step(self, step: int) -> None:
+        """As an inner maximiser: the training step about to run (used by step-dependent attacks, e.g. an eps
+        warm-up; others ignore it)."""
+
+    def select(self, index: torch.Tensor | None) -> None:
+        """As an inner maximiser: the next batch's rows (B,) in the training set (used by attacks with per-image
+        data, e.g. stored examples; others ignore it)."""

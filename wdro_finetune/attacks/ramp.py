@@ -44,6 +44,10 @@ class RadiusRamp(Attack):
 
     def set_step(self, step: int) -> None:
         self.factor = min(1.0, (step + 1) / self.ramp_steps)
+        self.inner.set_step(step)
+
+    def select(self, index: torch.Tensor | None) -> None:
+        self.inner.select(index)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss,
                 generator: torch.Generator | None) -> torch.Tensor:

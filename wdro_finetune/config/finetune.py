@@ -15,6 +15,7 @@ import math
 import typing
 from dataclasses import MISSING, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import (Dataset, ThreatModel, check_device, check_eps, default_eps, parse_dataset, parse_number,
@@ -252,9 +253,13 @@ def _check_precomputed(values: dict[str, Any]) -> None:
     pointwise inner attack, so no option that shapes that attack goes with them; ``--precomputed-eps`` is set
     to ``--eps`` when not given."""
     if values.get("inner_examples", "attack") == "attack":
-        if values.get("precomputed_eps") is not None:
-            raise UserError("--precomputed-eps needs --inner-examples precomputed-fgsm")
+        for key in ("precomputed_eps", "precomputed_source"):
+            if values.get(key) is not None:
+                raise UserError(f"--{key.replace('_', '-')} needs --inner-examples precomputed-fgsm")
         return
+    source = values.get("precomputed_source")
+    if source is not None and not Path(source).is_file():
+        raise UserError(f"--precomputed-source {source}: no such file")
     given = {"--threat w2": values.get("threat") == "w2", "--method udr": values.get("method") == "udr",
              "--armor-cost-weight": bool(values.get("armor_cost_weight")), "--eps-ramp": bool(values.get("eps_ramp")),
              "--inner-step-size": values.get("inner_step_size") is not None}

@@ -98,13 +98,16 @@ class Ramp:
 @dataclass(frozen=True)
 class Precomputed:
     """Static sensitivity examples (Ovalle et al.'s Table 1): one FGSM example per training image against the
-    starting model, made once, instead of an attack at every step."""
+    starting model (or the weights of ``--precomputed-source``), made once, instead of an attack at every step."""
 
     inner_examples: str = option(
         "attack", "pointwise bases: attack (the inner attack at every step) or precomputed-fgsm (one FGSM example "
                   "per training image against the starting model, made once and stored in the run folder)",
         choices_from="inner_examples")
     precomputed_eps: float | None = option(None, "radius of the precomputed FGSM examples (default: --eps)")
+    precomputed_source: str | None = option(
+        None, "weights file (same architecture) whose FGSM examples are stored, e.g. a cleanly trained model "
+              "(default: the starting model)")
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,8 @@ class TrainingObjective(nn.Module):
 
     def set_step(self, step: int) -> None:
         """Tell step-dependent parts (an eps warm-up of the inner maximiser) the training step about to run."""
-        maximizer = getattr(self.base, "maximizer", None)
-        if hasattr(maximizer, "set_step"):
+        maximizer = getattr(self.base, "maximizer", None)  # None: a base that makes its own examples (UDR)
+        if maximizer is not None:
             maximizer.set_step(step)
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -76,7 +76,7 @@ class TrainingObjective(nn.Module):
         """One step's loss for the batch x (B, C, H, W), y (B,); ``index`` (B,): the batch's rows in the
         training set (for parts with per-image data: invariance positives, stored sensitivity examples)."""
         maximizer = getattr(self.base, "maximizer", None)
-        if hasattr(maximizer, "select"):  # stored examples: the batch's rows
+        if maximizer is not None:
             maximizer.select(index)
         captured: list[torch.Tensor] = []
         if self.regularizer is not None:

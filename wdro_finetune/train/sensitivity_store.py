@@ -1,5 +1,6 @@
 """Precomputed sensitivity examples (``--inner-examples precomputed-fgsm``; Ovalle et al.'s Table 1): the FGSM
-example of every training image in use against the STARTING model (before any update), made once at the start
+example of every training image in use against the STARTING model (before any update), or against the weights of
+``--precomputed-source`` (e.g. a cleanly trained model, as the paper's static examples), made once at the start
 of a run, batched, with a progress bar.
 
 They are kept in the run folder as ``sensitivity_examples.safetensors`` (tensor ``x`` (N_train, C, H, W) float32)
@@ -11,6 +12,7 @@ file while the others wait at a barrier, then they read it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import sys
@@ -25,7 +27,7 @@ from ..config.finetune import FinetuneConfig
 from ..data.datasets import DataSplit
 from ..distributed import DistInfo, barrier
 from ..errors import UserError
-from ..models.checkpoint import save_safetensors
+from ..models.checkpoint import load_weights_into, save_safetensors
 from ..utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -38,17 +40,20 @@ BATCH = 500  # images per attack call
 def stored_examples(cfg: FinetuneConfig, model: nn.Module, train: DataSplit, out: Path, info: DistInfo,
                     progress: bool = False) -> torch.Tensor | None:
     """(N_train, C, H, W) float32 on the CPU: row i is the FGSM example (``cfg.precomputed_eps``) of training image i
-    against ``model`` as it is now (the starting weights); None unless ``--inner-examples precomputed-fgsm``."""
+    against ``model`` as it is now (the starting weights) or against the weights of ``--precomputed-source``; None
+    unless ``--inner-examples precomputed-fgsm``."""
     if cfg.inner_examples != "precomputed-fgsm":
         return None
     path = Path(out) / FILE
+    model = attacked_model(model, cfg.precomputed_source, cfg.trust_checkpoint)
     identity = made_from(model, train, cfg.precomputed_eps, cfg.threat_model.value)
     table = None
     if info.is_main:
         table = read_examples(path, identity, must_match=cfg.resume)
         if table is None:
+            against = cfg.precomputed_source or "the starting model"
             print(f"precomputed-fgsm: making the FGSM examples (eps {cfg.precomputed_eps:g}) of the {len(train)} "
-                  f"training images against the starting model once; stored in {path}", file=sys.stderr, flush=True)
+                  f"training images against {against} once; stored in {path}", file=sys.stderr, flush=True)
             table = make_examples(model, train.x, train.y, cfg.precomputed_eps, cfg.threat_model.value, cfg.device,
                                   progress)
             write_examples(path, table, identity)
@@ -58,6 +63,14 @@ def stored_examples(cfg: FinetuneConfig, model: nn.Module, train: DataSplit, out
     if table is None:
         raise RuntimeError(f"rank {info.rank}: rank 0 wrote no sensitivity examples to {path}")
     return table
+
+
+def attacked_model(model: nn.Module, source: str | None, trust: bool = False) -> nn.Module:
+    """The model whose FGSM examples are stored: ``model`` itself, or a copy of it holding the weights of the
+    file ``source`` (same architecture)."""
+    if source is None:
+        return model
+    return load_weights_into(copy.deepcopy(model), source, trust=trust).eval()
 
 
 def make_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, device: str = "cpu",

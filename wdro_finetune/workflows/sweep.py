@@ -47,7 +47,8 @@ _TOP_KEYS = {"records", "runs", "models", "seeds", "common", "evaluate", "method
 _METHOD_KEYS = {"name", "finetune", "evaluate", "seeds", "models", "common"}
 OWNED_KEYS = ("records", "out", "job_id", "resume", "training")  # set by the sweep for every job
 OWNED_BY_FINETUNED_EVAL = ("checkpoint", "method")  # the evaluation of a fine-tuned job: its run's model and label
-PATH_OPTIONS = ("data_dir", "model_dir", "checkpoint", "inv_cache")  # resolved relative to the sweep file
+# resolved relative to the sweep file
+PATH_OPTIONS = ("data_dir", "model_dir", "checkpoint", "inv_cache", "precomputed_source")
 
 
 @dataclass(frozen=True)
