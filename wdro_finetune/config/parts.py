@@ -102,7 +102,8 @@ class Precomputed:
 
     inner_examples: str = option(
         "attack", "pointwise bases: attack (the inner attack at every step) or precomputed-fgsm (one FGSM example "
-                  "per training image against the starting model, made once and stored in the run folder)",
+                  "per training image against the starting model or --precomputed-source, made once and stored in the "
+                  "run folder)",
         choices_from="inner_examples")
     precomputed_eps: float | None = option(None, "radius of the precomputed FGSM examples (default: --eps)")
     precomputed_source: str | None = option(
