@@ -54,7 +54,7 @@ BAD = {
                  "--dist-steps": INT + ["0"]},
     "finetune": {**MODEL_ARGS, "--method": ["bogus"], "--threat": ["w3"], "--delta": NUM + ["0", "5"],
                  "--w2-budget-cap": NUM + ["0.01"], "--w2-stop-flipped": [], "--w2-inner": ["greedy"], "--beta": NUM + ["-1"],
-                 "--inner-examples": ["fgsm"], "--precomputed-eps": NUM + ["0", "2"],
+                 "--inner-examples": ["fgsm"], "--precomputed-eps": NUM + ["0", "2"], "--precomputed-source": ["nope.safetensors"],
                  "--inner-steps": INT + ["0"], "--inner-step-size": NUM + ["0"], "--eps-ramp": INT + ["-1"],
                  "--init": ["bogus", "perturb:0", "perturb:x"], "--reweight": ["armor"], "--armor-eps": NUM,
                  "--armor-kappa": NUM, "--armor-alpha": NUM, "--armor-t": NUM + ["2"], "--armor-lr": NUM + ["0"],
