@@ -115,6 +115,7 @@ class Udr(nn.Module):
     """
 
     name = "udr"
+    maximizer = None  # makes its own examples (no Attack to step or select)
 
     def __init__(self, eps: float, steps: int = 10, step_size: float | None = None, lam0: float = 1.0,
                  lam_lr: float = 0.02, every: int = 10):

@@ -17,6 +17,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..attacks.base import Attack
 from ..attacks.transport import TransportCost
 from ..models.features import FeatureHook
 from ..distributed import unwrap
@@ -25,7 +26,10 @@ from .reweight import Aggregator, MeanAggregator, mix_with_clean
 
 
 class BaseLoss(Protocol):
+    """A base loss; ``maximizer`` is its inner attack, None for a base that makes its own examples (UDR)."""
+
     name: str
+    maximizer: Attack | None
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None = None) -> LossOutput: ...
@@ -67,17 +71,15 @@ class TrainingObjective(nn.Module):
 
     def set_step(self, step: int) -> None:
         """Tell step-dependent parts (an eps warm-up of the inner maximiser) the training step about to run."""
-        maximizer = getattr(self.base, "maximizer", None)  # None: a base that makes its own examples (UDR)
-        if maximizer is not None:
-            maximizer.set_step(step)
+        if self.base.maximizer is not None:
+            self.base.maximizer.set_step(step)
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None, index: torch.Tensor | None = None) -> StepResult:
         """One step's loss for the batch x (B, C, H, W), y (B,); ``index`` (B,): the batch's rows in the
         training set (for parts with per-image data: invariance positives, stored sensitivity examples)."""
-        maximizer = getattr(self.base, "maximizer", None)
-        if maximizer is not None:
-            maximizer.select(index)
+        if self.base.maximizer is not None:
+            self.base.maximizer.select(index)
         captured: list[torch.Tensor] = []
         if self.regularizer is not None:
             with FeatureHook(unwrap(model), training_only=True) as hook:
