@@ -7,7 +7,9 @@ One row per (model, method, n_examples): a single record shows its value and 95%
 show mean ± standard deviation over seeds and, in brackets, the lowest and highest per-seed interval bound.
 ``--paired BASE`` adds, for metrics with per-example flags, a table of differences to method BASE on the same test images: per seed (records matched by
 seed), the accuracy difference in points from the per-example flags, with a 95% paired bootstrap interval over
-the test images (2000 resamples); then the mean over seeds.
+the test images (2000 resamples); then the mean over seeds; then, where both methods have two or more seeds,
+the difference of the seed means with a 95% Welch t interval over seeds (the seed-to-seed variation the
+per-seed intervals leave out; also for metrics without per-example flags, such as the generated-set rates).
 """
 
 from __future__ import annotations
@@ -59,18 +61,34 @@ def paired_difference(records_dir: str, rec: dict, base: dict, flag: str, rng: n
     """Accuracy difference rec - base in points with a 95% paired bootstrap interval over examples."""
     flags_a, flags_b = load_per_example(records_dir, rec["record_id"]), load_per_example(records_dir, base["record_id"])
     if flag not in flags_a or flag not in flags_b:
-        return None  # no per-example flags for this metric (e.g. generated-set rates)
+        return None  # no per-example flags for this metric (e.g. generated-set rates of older records)
     a, b = flags_a[flag].astype(float), flags_b[flag].astype(float)
     diff = a - b
     boot = diff[rng.integers(0, len(diff), size=(2000, len(diff)))].mean(axis=1)
     return 100 * diff.mean(), 100 * np.quantile(boot, 0.025), 100 * np.quantile(boot, 0.975)
 
 
+def seed_level_difference(values: list[float], base: list[float]) -> str:
+    """Difference of seed means (points) with a 95% Welch t interval; empty below two seeds a side."""
+    from scipy import stats
+
+    if len(values) < 2 or len(base) < 2:
+        return ""
+    va, vb = statistics.variance(values) / len(values), statistics.variance(base) / len(base)
+    d = statistics.mean(values) - statistics.mean(base)
+    if va + vb == 0:
+        return f"{d:+.2f} [{d:+.2f}, {d:+.2f}]"
+    df = (va + vb) ** 2 / (va ** 2 / (len(values) - 1) + vb ** 2 / (len(base) - 1))
+    half = stats.t.ppf(0.975, df) * (va + vb) ** 0.5
+    return f"{d:+.2f} [{d - half:+.2f}, {d + half:+.2f}]"
+
+
 def paired_table(records_dir: str, groups: dict, baseline: str, columns: list[str]) -> None:
     rng = np.random.default_rng(0)
-    print(f"\nDifference to {baseline} (points; per seed with 95% paired bootstrap interval over test images):\n")
-    print("| model | method | n | metric | per seed | mean over seeds |")
-    print("|---|---|---|---|---|---|")
+    print(f"\nDifference to {baseline} (points; per seed with 95% paired bootstrap interval over test images; "
+          "difference of seed means with 95% Welch t interval over seeds):\n")
+    print("| model | method | n | metric | per seed | mean over seeds | seed means [95% t] |")
+    print("|---|---|---|---|---|---|---|")
     for (model, method, n), group in sorted(groups.items()):
         base = {r["seed"]: r for r in groups.get((model, baseline, n), [])}
         if method == baseline or not base:
@@ -85,8 +103,11 @@ def paired_table(records_dir: str, groups: dict, baseline: str, columns: list[st
                     d, lo, hi = paired
                     cells.append(f"s{rec['seed']}: {d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
                     means.append(d)
-            if means:
-                print(f"| {model} | {method} | {n} | {col} | {'; '.join(cells)} | {statistics.mean(means):+.2f} |")
+            seeds = seed_level_difference([r["metrics"][col]["value"] for r in group if col in r["metrics"]],
+                                          [r["metrics"][col]["value"] for r in base.values() if col in r["metrics"]])
+            if means or seeds:
+                mean = f"{statistics.mean(means):+.2f}" if means else ""
+                print(f"| {model} | {method} | {n} | {col} | {'; '.join(cells)} | {mean} | {seeds} |")
 
 
 def main() -> int:

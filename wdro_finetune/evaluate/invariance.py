@@ -83,8 +83,10 @@ class InvarianceMetric(Metric):
         opts = self.options
         inv = generated_set("test", opts["n"], opts["eps"], opts["grid"], opts["cache"])
         pred = predict(ctx.model, torch.from_numpy(np.asarray(inv.x))[:, None], ctx.device, ctx.batch_size).numpy()
-        out.values["inv_gen_source_rate"] = MetricValue.accuracy(pred == inv.source_label)
-        out.values["inv_gen_target_rate"] = MetricValue.accuracy(pred == inv.target_label)
+        for side, label in (("source", inv.source_label), ("target", inv.target_label)):
+            flags = pred == label  # (n,) bool, stored so that two models compare paired on the same set
+            out.values[f"inv_gen_{side}_rate"] = MetricValue.accuracy(flags)
+            out.per_example[f"inv_gen_{side}_rate"] = flags
         out.labels["inv_gen"] = f"mnist-test[:{opts['n']}] eps={opts['eps']:g} grid={opts['grid']}"
 
 

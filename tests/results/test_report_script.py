@@ -1,0 +1,24 @@
+"""benchmarks/report.py's seed-level difference: a Welch t interval over seeds, checked by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
+
+
+def _report():
+    spec = importlib.util.spec_from_file_location("benchmark_report", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_level_difference_by_hand():
+    report = _report()
+    # seeds 1, 2, 3 against 0, 0, 0: mean difference 2, standard error sqrt(1/3), Welch df 2, t_0.975(2) = 4.3027
+    assert report.seed_level_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]) == "+2.00 [-0.48, +4.48]"
+    # equal variances 1 on both sides: se = sqrt(2/3), df = 4, t_0.975(4) = 2.7764 -> half-width 2.267
+    assert report.seed_level_difference([1.0, 2.0, 3.0], [2.0, 3.0, 4.0]) == "-1.00 [-3.27, +1.27]"
+    assert report.seed_level_difference([1.0], [0.0, 1.0]) == ""  # one seed: no interval over seeds
