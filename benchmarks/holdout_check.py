@@ -2,7 +2,7 @@
 hyper-parameters before a test-set evaluation.
 
     python benchmarks/holdout_check.py RUN_DIR [RUN_DIR ...] [--pretrained] [--delta 0.05,0.1,0.2 | 1/510,2/510]
-        [--n 1000] [--reference NAME] [--cache benchmarks/records_holdout]
+        [--n 1000] [--reference NAME] [--cache benchmarks/records_holdout] [--cached NAME-KEY ...]
 
 Per run (a ``finetune --out`` folder with run.json and model.safetensors), on the last ``--n`` of the images the
 run held out (its ``holdout`` option): clean accuracy, APGD-CE accuracy at the run's eps (pointwise, one
@@ -11,6 +11,9 @@ minimal distances of the distance ensemble) -- the strong evaluation of issue [1
 scores are cached in ``--cache``/per_example (the records' per-example store) under the sha256 of its weights and the settings, so a table is re-printed
 without re-attacking. ``--pretrained`` adds the base model of the first run. The last columns are paired
 differences to ``--reference`` (default: the first entry) with 95% bootstrap intervals over the images.
+``--cached NAME-KEY`` adds an entry straight from the cache (the file name without ``.npz``), for runs whose
+folders are gone; it must hold every column of these settings for the same number of images (checked; the
+images are the last ``--n`` held-out ones of the first RUN_DIR's configuration, as for every entry).
 """
 
 from __future__ import annotations
@@ -94,6 +97,16 @@ def cached_score(name: str, weights: Path | None, cfg: dict, x, y, deltas: list[
     save_per_example(cache, f"{name}-{key}", arrays)
     return arrays
 
+
+def cached_entry(cache: Path, entry: str, n: int, deltas: list[float]) -> dict:
+    """An entry's arrays read from the cache by file name; exits on a missing entry or other settings."""
+    arrays = load_per_example(cache, entry)
+    needed = {"clean", "apgd-ce", "dist"} | {f"w2@{d:.6g}" for d in deltas}
+    if not arrays or needed - set(arrays) or any(len(a) != n for a in arrays.values()):
+        raise SystemExit(f"--cached {entry}: not in {cache}/per_example with {n} images and deltas {deltas}")
+    return arrays
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -103,6 +116,7 @@ def main() -> None:
     parser.add_argument("--reference", default=None, help="entry name (run folder name or 'pretrained')")
     parser.add_argument("--cache", type=Path, default=Path("benchmarks/records_holdout"))
     parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--cached", nargs="+", default=[], metavar="NAME-KEY", help="entries read from the cache")
     args = parser.parse_args()
     torch.manual_seed(0)
     deltas = list(parse_number_list(args.delta, "--delta"))
@@ -112,6 +126,7 @@ def main() -> None:
     entries = [("pretrained", None)] if args.pretrained else []
     entries += [(run.name, run / "model.safetensors") for run in args.runs]
     scores = {name: cached_score(name, w, first, x, y, deltas, args.cache) for name, w in entries}
+    scores.update({entry.rsplit("-", 1)[0]: cached_entry(args.cache, entry, len(x), deltas) for entry in args.cached})
     ref_name = args.reference or entries[0][0]
     idx = np.random.default_rng(0).integers(0, len(x), (args.resamples, len(x)))
     print(f"{len(x)} held-out training images of {first['dataset']}, eps {first['eps']}; "

@@ -90,11 +90,13 @@ def paired_table(records_dir: str, groups: dict, baseline: str, columns: list[st
     print("| model | method | n | metric | per seed | mean over seeds | seed means [95% t] |")
     print("|---|---|---|---|---|---|---|")
     for (model, method, n), group in sorted(groups.items()):
-        base = {r["seed"]: r for r in groups.get((model, baseline, n), [])}
-        if method == baseline or not base:
+        base_group = groups.get((model, baseline, n), [])
+        if method == baseline or not base_group:
             continue
         for col in columns:
             flag = col.removesuffix("_acc").removesuffix("_agree")
+            # the base record of each seed that has this metric (a row may merge several evaluations)
+            base = {r["seed"]: r for r in base_group if col in r["metrics"]}
             cells, means = [], []
             for rec in sorted(group, key=lambda r: r["seed"]):
                 paired = (paired_difference(records_dir, rec, base[rec["seed"]], flag, rng)

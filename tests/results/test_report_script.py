@@ -22,3 +22,24 @@ def test_seed_level_difference_by_hand():
     # equal variances 1 on both sides: se = sqrt(2/3), df = 4, t_0.975(4) = 2.7764 -> half-width 2.267
     assert report.seed_level_difference([1.0, 2.0, 3.0], [2.0, 3.0, 4.0]) == "-1.00 [-3.27, +1.27]"
     assert report.seed_level_difference([1.0], [0.0, 1.0]) == ""  # one seed: no interval over seeds
+
+
+def test_paired_table_uses_the_base_record_that_has_the_metric(tmp_path, capsys):
+    """A base row merged from two evaluations (the second without clean accuracy) still pairs on clean."""
+    import numpy as np
+
+    from wdro_finetune.results.records import save_per_example
+
+    report = _report()
+    base_flags = np.array([1, 1, 0, 0], dtype=bool)
+    save_per_example(tmp_path, "base-clean", {"clean": base_flags})
+    save_per_example(tmp_path, "run", {"clean": np.array([1, 1, 1, 0], dtype=bool)})
+
+    def record(record_id, metrics):
+        return {"record_id": record_id, "seed": 0, "metrics": {m: {"value": v} for m, v in metrics.items()}}
+
+    groups = {("m", "base", 4): [record("base-clean", {"clean_acc": 50.0}), record("base-dist", {"dist_acc": 1.0})],
+              ("m", "run", 4): [record("run", {"clean_acc": 75.0})]}
+    report.paired_table(str(tmp_path), groups, "base", ["clean_acc"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| m | run")]
+    assert len(rows) == 1 and "s0: +25.0 [" in rows[0]
