@@ -13,6 +13,7 @@ without both W-PGD and distances are left out.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", help="a sweep file, or a records folder (leaderboard rows of --model)")
     parser.add_argument("--model", help="with a records folder: the model whose rows are compared")
-    parser.add_argument("--reference", required=True, help="the sweep method name of the reference job")
+    parser.add_argument("--reference", required=True,
+                        help="the reference job: its sweep method name (with ' seed=S' if the method runs several)")
     parser.add_argument("--resamples", type=int, default=2000)
     args = parser.parse_args()
     jobs, arrays_of = _rows(args.sweep, args.model) if Path(args.sweep).is_dir() else _sweep_jobs(args.sweep)
@@ -40,7 +42,7 @@ def main() -> None:
     print("| job | clean | " + " | ".join(f"best W_2 @ {b} (W-PGD / knapsack)" for b in budgets) + " | "
           + " | ".join(f"best-known diff @ {b} [95%]" for b in budgets) + " |")
     print("|---" * (2 + 2 * len(budgets)) + "|")
-    for name, m in jobs.items():
+    for name, m in sorted(jobs.items()):
         arrays = arrays_of(name)
         cells = [f"{m[f'w2_best_acc@{b}']['value']:.1f} ({m[f'w2_acc@{b}']['value']:.1f} / {m[f'w2k_acc@{b}']['value']:.1f})"
                  for b in budgets]
@@ -49,9 +51,11 @@ def main() -> None:
 
 
 def _sweep_jobs(path: str) -> tuple[dict[str, dict], callable]:
-    """{sweep method name: metrics} of a sweep's records, and name -> per-example arrays."""
+    """{job label: metrics} of a sweep's records, and label -> per-example arrays. The label is the sweep
+    method name, with `` seed=S`` where the method runs several seeds."""
     sweep = load_sweep(path, check_device=False)
-    names = {job.job_id: job.method for job in sweep.jobs}
+    seeds = Counter(job.method for job in sweep.jobs)
+    names = {job.job_id: job.method + (f" seed={job.seed}" if seeds[job.method] > 1 else "") for job in sweep.jobs}
     recs = {names[r["job_id"]]: r for r in read_records(sweep.records) if r.get("job_id") in names}
     return ({name: r["metrics"] for name, r in recs.items()},
             lambda name: load_per_example(sweep.records, recs[name]["record_id"]))

@@ -5,11 +5,13 @@
 
 One row per (model, method, n_examples): a single record shows its value and 95% Wilson interval; several seeds
 show mean ± standard deviation over seeds and, in brackets, the lowest and highest per-seed interval bound.
-``--paired BASE`` adds, for metrics with per-example flags, a table of differences to method BASE on the same test images: per seed (records matched by
-seed), the accuracy difference in points from the per-example flags, with a 95% paired bootstrap interval over
-the test images (2000 resamples); then the mean over seeds; then, where both methods have two or more seeds,
+``--paired BASE`` adds, for metrics with per-example flags, a table of differences to method BASE on the same
+test images: per seed (records matched by seed; a BASE with one seed, e.g. the pretrained model, pairs with
+every seed), the accuracy difference in points from the per-example flags, with a 95% paired bootstrap interval
+over the test images (2000 resamples); then the mean over seeds; then, where the method has two or more seeds,
 the difference of the seed means with a 95% Welch t interval over seeds (the seed-to-seed variation the
-per-seed intervals leave out; also for metrics without per-example flags, such as the generated-set rates).
+per-seed intervals leave out; a one-seed BASE counts as fixed; also for metrics without per-example flags,
+such as the generated-set rates and best-known W_2 accuracy).
 """
 
 from __future__ import annotations
@@ -69,16 +71,18 @@ def paired_difference(records_dir: str, rec: dict, base: dict, flag: str, rng: n
 
 
 def seed_level_difference(values: list[float], base: list[float]) -> str:
-    """Difference of seed means (points) with a 95% Welch t interval; empty below two seeds a side."""
+    """Difference of seed means (points) with a 95% Welch t interval; empty below two seeds. A base of one
+    value is a fixed baseline (an untrained model evaluated once): no variance on its side, df = n - 1."""
     from scipy import stats
 
-    if len(values) < 2 or len(base) < 2:
+    if len(values) < 2 or not base:
         return ""
-    va, vb = statistics.variance(values) / len(values), statistics.variance(base) / len(base)
+    va = statistics.variance(values) / len(values)
+    vb = statistics.variance(base) / len(base) if len(base) > 1 else 0.0
     d = statistics.mean(values) - statistics.mean(base)
     if va + vb == 0:
         return f"{d:+.2f} [{d:+.2f}, {d:+.2f}]"
-    df = (va + vb) ** 2 / (va ** 2 / (len(values) - 1) + vb ** 2 / (len(base) - 1))
+    df = (va + vb) ** 2 / (va ** 2 / (len(values) - 1) + (vb ** 2 / (len(base) - 1) if vb else 0.0))
     half = stats.t.ppf(0.975, df) * (va + vb) ** 0.5
     return f"{d:+.2f} [{d - half:+.2f}, {d + half:+.2f}]"
 
@@ -97,10 +101,12 @@ def paired_table(records_dir: str, groups: dict, baseline: str, columns: list[st
             flag = col.removesuffix("_acc").removesuffix("_agree")
             # the base record of each seed that has this metric (a row may merge several evaluations)
             base = {r["seed"]: r for r in base_group if col in r["metrics"]}
+            fixed = next(iter(base.values())) if len(base) == 1 else None  # one base seed: pairs with every seed
             cells, means = [], []
             for rec in sorted(group, key=lambda r: r["seed"]):
-                paired = (paired_difference(records_dir, rec, base[rec["seed"]], flag, rng)
-                          if rec["seed"] in base and col in rec["metrics"] else None)
+                other = base.get(rec["seed"], fixed)
+                paired = (paired_difference(records_dir, rec, other, flag, rng)
+                          if other is not None and col in rec["metrics"] else None)
                 if paired:
                     d, lo, hi = paired
                     cells.append(f"s{rec['seed']}: {d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
