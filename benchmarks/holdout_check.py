@@ -12,8 +12,10 @@ scores are cached in ``--cache``/per_example (the records' per-example store) un
 without re-attacking. ``--pretrained`` adds the base model of the first run. The last columns are paired
 differences to ``--reference`` (default: the first entry) with 95% bootstrap intervals over the images.
 ``--cached NAME-KEY`` adds an entry straight from the cache (the file name without ``.npz``), for runs whose
-folders are gone; it must hold every column of these settings for the same number of images (checked; the
-images are the last ``--n`` held-out ones of the first RUN_DIR's configuration, as for every entry).
+folders are gone. Checked: exactly the columns of these ``--delta`` values, for the same number of images. Not
+checkable (the key hashes the weights, which are gone): that it was scored on the same images, i.e. the last
+``--n`` held-out ones of the first RUN_DIR's dataset, holdout and eps; naming an entry of that configuration is
+the caller's part.
 """
 
 from __future__ import annotations
@@ -99,10 +101,10 @@ def cached_score(name: str, weights: Path | None, cfg: dict, x, y, deltas: list[
 
 
 def cached_entry(cache: Path, entry: str, n: int, deltas: list[float]) -> dict:
-    """An entry's arrays read from the cache by file name; exits on a missing entry or other settings."""
+    """An entry's arrays read from the cache by file name; exits on a missing entry, other deltas or n."""
     arrays = load_per_example(cache, entry)
-    needed = {"clean", "apgd-ce", "dist"} | {f"w2@{d:.6g}" for d in deltas}
-    if not arrays or needed - set(arrays) or any(len(a) != n for a in arrays.values()):
+    expected = {"clean", "apgd-ce", "dist"} | {f"w2@{d:.6g}" for d in deltas}  # the keys ``score`` writes
+    if set(arrays) != expected or any(len(a) != n for a in arrays.values()):
         raise SystemExit(f"--cached {entry}: not in {cache}/per_example with {n} images and deltas {deltas}")
     return arrays
 
@@ -125,8 +127,8 @@ def main() -> None:
     x, y = held.x[-args.n:], held.y[-args.n:]
     entries = [("pretrained", None)] if args.pretrained else []
     entries += [(run.name, run / "model.safetensors") for run in args.runs]
-    scores = {name: cached_score(name, w, first, x, y, deltas, args.cache) for name, w in entries}
-    scores.update({entry.rsplit("-", 1)[0]: cached_entry(args.cache, entry, len(x), deltas) for entry in args.cached})
+    from_cache = {entry.rsplit("-", 1)[0]: cached_entry(args.cache, entry, len(x), deltas) for entry in args.cached}
+    scores = {name: cached_score(name, w, first, x, y, deltas, args.cache) for name, w in entries} | from_cache
     ref_name = args.reference or entries[0][0]
     idx = np.random.default_rng(0).integers(0, len(x), (args.resamples, len(x)))
     print(f"{len(x)} held-out training images of {first['dataset']}, eps {first['eps']}; "

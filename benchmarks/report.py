@@ -78,11 +78,11 @@ def seed_level_difference(values: list[float], base: list[float]) -> str:
     if len(values) < 2 or not base:
         return ""
     va = statistics.variance(values) / len(values)
-    vb = statistics.variance(base) / len(base) if len(base) > 1 else 0.0
+    vb, vb_df = (statistics.variance(base) / len(base), len(base) - 1) if len(base) > 1 else (0.0, 1)
     d = statistics.mean(values) - statistics.mean(base)
     if va + vb == 0:
         return f"{d:+.2f} [{d:+.2f}, {d:+.2f}]"
-    df = (va + vb) ** 2 / (va ** 2 / (len(values) - 1) + (vb ** 2 / (len(base) - 1) if vb else 0.0))
+    df = (va + vb) ** 2 / (va ** 2 / (len(values) - 1) + vb ** 2 / vb_df)
     half = stats.t.ppf(0.975, df) * (va + vb) ** 0.5
     return f"{d:+.2f} [{d - half:+.2f}, {d + half:+.2f}]"
 
